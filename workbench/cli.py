@@ -1,0 +1,337 @@
+"""Command line: ``workbench`` opens the app; subcommands run the very same engine headless.
+
+User errors print one line and exit 2; internal errors print where the traceback was logged
+and exit 1; a cancelled run (Ctrl-C) exits 130. Runs are recorded whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from workbench import RESOURCES
+from workbench.errors import WorkbenchError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+EXIT_CANCELLED = 130
+
+#: Subcommands added by technique modules: name -> (configure parser, handler). See ``add_command``.
+_EXTRA_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def add_command(name: str, configure: Callable[[argparse.ArgumentParser], None],
+                handler: Callable[[argparse.Namespace], int]) -> None:
+    """Register a subcommand (e.g. ``sensitivity``, ``export``, ``quantize``) from its own module."""
+    _EXTRA_COMMANDS[name] = (configure, handler)
+
+
+def quickstart_recipe_path() -> Path:
+    return RESOURCES / "recipes" / "quickstart.toml"
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,8,64") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers, e.g. 1,8,64")
+    return values
+
+
+class CliReporter:
+    """Rich progress bar + log lines on stderr (stdout stays clean for --json)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self.progress_bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                     TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                     TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+                                     disable=quiet, transient=True)
+        self.task: Any = None
+
+    def __enter__(self) -> CliReporter:
+        self.progress_bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress_bar.stop()
+
+    # Reporter interface (duck-typed so the CLI does not subclass engine internals needlessly)
+    def run_started(self, run_id: int, name: str) -> None:
+        self.log(f"run {run_id} ({name}) started")
+
+    def stage_started(self, stage: str, total: int | None = None) -> None:
+        if self.task is not None:
+            self.progress_bar.remove_task(self.task)
+        self.task = self.progress_bar.add_task(stage, total=total)
+
+    def stage_finished(self, stage: str, result: Mapping[str, Any] | None = None) -> None: ...
+
+    def progress(self, done: int, total: int | None, message: str = "") -> None:
+        if self.task is not None:
+            self.progress_bar.update(self.task, completed=done, total=total, description=message or None)
+
+    def metrics(self, stage: str, step: int, values: Mapping[str, float], t: float | None = None) -> None: ...
+
+    def log(self, message: str, level: str = "info") -> None:
+        if self.quiet and level not in ("warning", "error"):
+            return
+        style = {"warning": "yellow", "error": "bold red"}.get(level, "dim")
+        self.console.print(f"[{style}]{message}[/{style}]", highlight=False, markup=True)
+
+
+def _fmt(v: Any, kind: str = "") -> str:
+    if v is None:
+        return "—"
+    if kind == "pct":
+        return f"{v * 100:.2f} %"
+    if kind == "bytes":
+        return f"{v / 1e6:.2f} MB"
+    if isinstance(v, float):
+        return f"{v:,.3f}" if v < 100 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+ROWS = [("accuracy", "Eval accuracy", "pct"), ("latency_ms_p50", "Latency p50 (ms)", ""),
+        ("latency_ms_p95", "Latency p95 (ms)", ""), ("throughput", "Inference throughput (samples/s)", ""),
+        ("train_samples_per_s", "Training throughput (samples/s)", ""), ("params", "Parameters", ""),
+        ("size_bytes", "Size", "bytes")]
+
+
+def print_summary(summary: Mapping[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    final, baseline = summary.get("final") or {}, summary.get("baseline")
+    table = Table(title=f"Run {summary.get('run_id')}: {summary.get('name', '')} — {summary.get('status', '')}")
+    table.add_column("Metric")
+    if baseline:
+        table.add_column("Baseline", justify="right")
+    table.add_column("Final" if baseline else "Value", justify="right")
+    if baseline:
+        table.add_column("Change", justify="right")
+    for key, label, kind in ROWS:
+        cells = [label]
+        if baseline:
+            cells.append(_fmt(baseline.get(key), kind))
+        cells.append(_fmt(final.get(key), kind))
+        if baseline:
+            cells.append(_change(key, baseline.get(key), final.get(key)))
+        table.add_row(*cells)
+    console.print(table)
+    for stage in summary.get("stages") or []:
+        if stage.get("note"):
+            console.print(f"[yellow]{stage['name']}: {stage['note']}[/yellow]")
+
+
+def _change(key: str, before: Any, after: Any) -> str:
+    if not isinstance(before, int | float) or not isinstance(after, int | float) or not before or not after:
+        return ""
+    if key == "accuracy":
+        return f"{(after - before) * 100:+.2f} pts"
+    if key.startswith("latency") or key == "size_bytes" or key == "params":
+        return f"{before / after:.2f}x smaller" if key != "latency_ms_p50" and key != "latency_ms_p95" \
+            else f"{before / after:.2f}x faster"
+    return f"{after / before:.2f}x"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workbench.engine.events import CancelToken
+    from workbench.engine.pipeline import run_recipe
+    from workbench.engine.store import RunStore
+    from workbench.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.name:
+        recipe.name = args.name
+    cancel = CancelToken()
+    with RunStore() as store, CliReporter(quiet=args.json) as reporter:
+        try:
+            outcome = run_recipe(recipe, store=store, reporter=reporter, cancel=cancel,
+                                 benchmark_only=args.benchmark_only)
+        except KeyboardInterrupt:
+            cancel.cancel()
+            print("cancelled", file=sys.stderr)
+            return EXIT_CANCELLED
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "error": outcome.error or None,
+                          **{k: v for k, v in outcome.summary.items() if k not in ("run_id", "status")}},
+                         default=str))
+    elif outcome.status == "completed":
+        print_summary(outcome.summary)
+    if outcome.status == "cancelled":
+        return EXIT_CANCELLED
+    if outcome.status == "failed":
+        print(f"error: {outcome.error}", file=sys.stderr)
+        if outcome.traceback_path is not None:
+            return EXIT_INTERNAL_ERROR
+        return EXIT_USER_ERROR
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from workbench.engine.store import RunStore
+
+    with RunStore() as store:
+        runs = store.list_runs()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], default=str))
+        return 0
+    table = Table(title=f"{len(runs)} stored runs")
+    for col in ("ID", "Name", "Model", "Techniques", "Status", "Accuracy", "p50 ms", "Throughput", "Date"):
+        table.add_column(col)
+    for r in runs:
+        f = r.final
+        table.add_row(str(r.id), r.name, r.model, ", ".join(r.techniques), r.status, _fmt(f.get("accuracy"), "pct"),
+                      _fmt(f.get("latency_ms_p50")), _fmt(f.get("throughput")),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)))
+    Console().print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from workbench.engine.store import RunStore
+
+    with RunStore() as store:
+        run = store.get_run(args.run_id)
+        if run is None:
+            return fail(f"no run with ID {args.run_id} (see `workbench runs`)")
+        if args.json:
+            print(json.dumps({**run.to_dict(), "recipe": run.recipe}, default=str))
+            return 0
+        print_summary({**run.summary, "run_id": run.id, "name": run.name, "status": run.status})
+        if run.error:
+            print(f"error: {run.error}")
+        print(f"\nrecipe:\n{run.recipe}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from workbench.engine.bench_model import bench_model_file
+
+    result = bench_model_file(Path(args.model), args.batch_sizes, runtimes=args.runtimes, input_shape=args.shape,
+                              iters=args.iters, threads=args.threads)
+    if args.json:
+        print(json.dumps(result, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.model}: input {result['input_shape']}")
+    for col in ("Runtime", "Batch", "p50 ms", "p95 ms", "p99 ms", "CI95 of median", "Samples/s"):
+        table.add_column(col, justify="right")
+    for runtime, rows in result["runtimes"].items():
+        for st in rows:
+            lo, hi = st["ci95_median_ms"]
+            table.add_row(runtime, str(st["batch_size"]), f"{st['p50_ms']:.3f}", f"{st['p95_ms']:.3f}",
+                          f"{st['p99_ms']:.3f}", f"{lo:.3f}–{hi:.3f}", f"{st['throughput']:,.0f}")
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Acceleration Workbench: make PyTorch models "
+                                     "train and run faster, and prove it. With no command, opens the app.")
+    parser.add_argument("--screenshot", metavar="DIR", help="render the main window's key states to PNG and exit")
+    parser.add_argument("--recipe", metavar="FILE", help="open this recipe in the app")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("run", help="run a recipe headless")
+    p.add_argument("recipe")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results")
+    p.add_argument("--name", help="override the recipe's name")
+    p.add_argument("--benchmark-only", action="store_true", help="skip training and optimization stages")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list stored runs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="show one stored run")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("bench", help="benchmark a model file (ONNX, TorchScript, .pt2) on synthetic inputs")
+    p.add_argument("model")
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 64])
+    p.add_argument("--runtimes", default="", help="comma list of eager,compile,onnxruntime (default: what fits)")
+    p.add_argument("--shape", default="", help="input shape without batch, e.g. 3,32,32 (for symbolic dims)")
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    for name, (configure, handler) in _EXTRA_COMMANDS.items():
+        p = sub.add_parser(name)
+        configure(p)
+        p.set_defaults(func=handler)
+    return parser
+
+
+def _load_command_modules() -> None:
+    """Technique modules that add subcommands register them on import."""
+    import importlib
+
+    for name in ("workbench.engine.prune_cli", "workbench.engine.export_cli", "workbench.engine.sweep_cli"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_command_modules()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            return launch_app(args)
+        return int(args.func(args))
+    except WorkbenchError as exc:
+        return fail(str(exc).splitlines()[0])
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:
+        from workbench.engine.pipeline import log_internal_error
+
+        path = log_internal_error(exc)
+        print(f"internal error: {type(exc).__name__}: {exc} (full traceback in {path})", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+def launch_app(args: argparse.Namespace) -> int:
+    """Open the desktop app; without the GUI package, run the quickstart headless instead."""
+    try:
+        from workbench.gui.app import main as gui_main
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("workbench.gui"):
+            raise
+        print("GUI not available; running the quickstart recipe headless", file=sys.stderr)
+        return cmd_run(argparse.Namespace(recipe=str(quickstart_recipe_path()), json=False, name=None,
+                                          benchmark_only=False))
+    return int(gui_main(recipe=args.recipe, screenshot_dir=args.screenshot))

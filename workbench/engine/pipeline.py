@@ -1,0 +1,425 @@
+"""Runs a recipe: load → (max batch) → train → measure baseline → optimization stages → measure final.
+
+The CLI and the GUI both call ``run_recipe``; the only difference is the reporter they pass.
+Optimization techniques plug in as ``Stage`` entries in ``OPTIMIZATION_STAGES`` (one engine module
+each: prune, distill, quantize, export). A stage receives the ``RunContext``, replaces
+``ctx.module`` (or sets ``ctx.onnx_path``) with its result and returns its own before/after figures.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workbench import __version__
+from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_warnings
+from workbench.engine.paths import artifacts_dir, workbench_home
+from workbench.engine.precision import PrecisionPlan, prepare_module, resolve_precision, unwrap
+from workbench.engine.store import RunStore, StoreReporter
+from workbench.engine.telemetry import device_description
+from workbench.errors import Cancelled, ModelLoadError, RecipeError, WorkbenchError
+from workbench.recipe import Recipe, check_device_support, dumps_recipe
+
+#: The keys every measured model reports (CLI `--json`, runs table, comparisons).
+METRIC_KEYS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "throughput", "params", "size_bytes",
+               "train_samples_per_s")
+
+
+@dataclass
+class RunContext:
+    """Everything a stage may read or replace while a recipe runs."""
+
+    recipe: Recipe
+    store: RunStore
+    run_id: int
+    reporter: Reporter
+    cancel: CancelToken
+    plan: PrecisionPlan
+    data: Any = None  # DatasetBundle
+    loaded: Any = None  # LoadedModel
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+    train_result: Any = None
+    train_loader: Any = None
+    eval_loader: Any = None
+    baseline: dict[str, Any] | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def artifacts(self) -> Path:
+        return artifacts_dir(self.run_id)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.input_shape)
+
+    def measure(self, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,
+                train_samples_per_s: float | None = None) -> dict[str, Any]:
+        """Accuracy on the eval split plus honest latency/throughput for a torch module or an ONNX file."""
+        return measure_model(self, label, module=module, onnx_path=onnx_path,
+                             train_samples_per_s=train_samples_per_s)
+
+    def save_weights(self, module: nn.Module, name: str = "weights") -> Path:
+        from workbench.engine.models import save_weights
+
+        path = self.artifacts / f"{name}.safetensors"
+        save_weights(unwrap(module), path)
+        self.store.add_artifact(self.run_id, "weights", path, {"name": name, "model": self.recipe.model.zoo})
+        return path
+
+
+@dataclass
+class Stage:
+    """One optimization step. ``run(ctx)`` returns a dict with at least ``name``, ``before`` and ``after``."""
+
+    name: str
+    applies: Callable[[Recipe], bool]
+    run: Callable[[RunContext], dict[str, Any]]
+
+
+#: Filled by technique modules, in the order they run (prune → distill → quantize → export).
+OPTIMIZATION_STAGES: list[Stage] = []
+
+
+def register_stage(stage: Stage) -> Stage:
+    OPTIMIZATION_STAGES.append(stage)
+    return stage
+
+
+def _load_stage_modules() -> None:
+    """Import technique modules so they register their stages (kept lazy: they import heavy deps)."""
+    import importlib
+
+    for name in ("prune", "distill", "quantize", "export"):
+        try:
+            importlib.import_module(f"workbench.engine.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"workbench.engine.{name}":
+                raise
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str
+    summary: dict[str, Any]
+    error: str = ""
+    exception: BaseException | None = None
+    traceback_path: Path | None = None
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    store: RunStore | None = None,
+    reporter: Reporter | None = None,
+    cancel: CancelToken | None = None,
+    benchmark_only: bool = False,
+) -> RunOutcome:
+    """Run a whole recipe and record it. Never raises for run failures: the outcome says what happened."""
+    store = store or RunStore()
+    cancel = cancel or CancelToken()
+    outer = reporter or Reporter()
+    check_device_support(recipe, torch.cuda.is_available())  # before anything is recorded
+    _load_stage_modules()
+    run_id = store.create_run(recipe.name, dumps_recipe(recipe), _model_label(recipe), recipe.techniques)
+    rep = MultiReporter([StoreReporter(store, run_id), outer])
+    run_started = getattr(outer, "run_started", None)
+    if callable(run_started):
+        run_started(run_id, recipe.name)
+    summary: dict[str, Any] = {"run_id": run_id, "name": recipe.name, "techniques": recipe.techniques,
+                               "environment": environment()}
+    sampler = None
+    try:
+        with relay_warnings(rep):
+            plan = resolve_precision(recipe.precision)
+            if recipe.bench.threads:
+                torch.set_num_threads(recipe.bench.threads)
+            ctx = RunContext(recipe, store, run_id, rep, cancel, plan, summary=summary)
+            sampler = _start_telemetry(recipe, rep)
+            summary["environment"]["device"] = device_description()
+            _run_stages(ctx, benchmark_only)
+        summary["status"] = "completed"
+        store.finish_run(run_id, "completed", summary)
+        return RunOutcome(run_id, "completed", summary)
+    except Cancelled:
+        summary["status"] = "cancelled"
+        store.finish_run(run_id, "cancelled", summary, "cancelled by user")
+        rep.log("run cancelled", "warning")
+        return RunOutcome(run_id, "cancelled", summary, "cancelled by user")
+    except (WorkbenchError, FloatingPointError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        summary["status"] = "failed"
+        store.finish_run(run_id, "failed", summary, message)
+        rep.log(message, "error")
+        return RunOutcome(run_id, "failed", summary, message, exc)
+    except Exception as exc:  # an internal error: keep the traceback, give the user one line
+        log_path = log_internal_error(exc)
+        message = f"internal error: {type(exc).__name__}: {exc} (full traceback in {log_path})"
+        summary["status"] = "failed"
+        store.finish_run(run_id, "failed", summary, message)
+        rep.log(message, "error")
+        return RunOutcome(run_id, "failed", summary, message, exc, log_path)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+
+
+def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
+    recipe, rep = ctx.recipe, ctx.reporter
+    _stage_load(ctx)
+    if recipe.batching.find_max_batch and ctx.module is not None:
+        from workbench.engine.batching import find_max_batch
+
+        res = find_max_batch(ctx.module, ctx.input_shape, ctx.plan,
+                             budget_bytes=int(recipe.batching.memory_budget_gb * 2**30),
+                             safety_margin=recipe.batching.safety_margin, reporter=rep, cancel=ctx.cancel)
+        ctx.summary["max_batch"] = res.to_dict()
+    if recipe.train.epochs > 0 and not benchmark_only:
+        _stage_train(ctx)
+    stages = [] if benchmark_only else [s for s in OPTIMIZATION_STAGES if s.applies(recipe)]
+    train_sps = ctx.train_result.train_samples_per_s if ctx.train_result else None
+    if ctx.baseline is None:
+        ctx.baseline = ctx.measure("baseline", module=ctx.module, onnx_path=ctx.onnx_path,
+                                   train_samples_per_s=train_sps)
+    ctx.store.update_summary(ctx.run_id, {**ctx.summary, "baseline": ctx.baseline})
+    for stage in stages:
+        ctx.cancel.raise_if_cancelled()
+        rep.stage_started(stage.name)
+        record = stage.run(ctx)
+        record.setdefault("name", stage.name)
+        ctx.stages.append(record)
+        ctx.summary["stages"] = ctx.stages
+        ctx.store.update_summary(ctx.run_id, ctx.summary)
+        rep.stage_finished(stage.name, record)
+    if stages:
+        final = ctx.stages[-1].get("after") or ctx.measure("final", module=ctx.module, onnx_path=ctx.onnx_path)
+        ctx.summary["baseline"] = ctx.baseline
+        ctx.summary["final"] = final
+    else:
+        ctx.summary["final"] = ctx.baseline
+    ctx.summary["stages"] = ctx.stages
+    if ctx.module is not None and ctx.loaded.kind != "onnx" and not benchmark_only:
+        ctx.save_weights(ctx.module)
+
+
+def _stage_load(ctx: RunContext) -> None:
+    from workbench.engine.data import load_dataset
+    from workbench.engine.models import check_model_data_compat, load_model, load_weights, summarize, summarize_onnx
+
+    recipe, rep = ctx.recipe, ctx.reporter
+    rep.stage_started("load")
+    rep.progress(0, None, "loading data")
+    ctx.data = load_dataset(recipe.data)
+    rep.log(f"data: {ctx.data.source_desc}: {len(ctx.data.train)} train / {len(ctx.data.eval)} eval samples, "
+            f"{ctx.data.num_classes} classes, input {list(ctx.data.input_shape)}")
+    ctx.cancel.raise_if_cancelled()
+    rep.progress(0, None, "loading model")
+    ctx.loaded = load_model(recipe.model, ctx.data.num_classes, ctx.input_shape)
+    if recipe.model.weights.startswith("run:"):
+        load_weights(ctx.loaded.module, weights_of_run(ctx.store, recipe.model.weights))
+    check_model_data_compat(ctx.loaded, ctx.data.num_classes, ctx.input_shape)
+    if ctx.loaded.kind == "onnx":
+        ctx.onnx_path = ctx.loaded.onnx_path
+        model_summary = summarize_onnx(ctx.onnx_path)
+    else:
+        model_summary = summarize(ctx.loaded.module, ctx.input_shape)
+        ctx.module = prepare_module(ctx.loaded.module, ctx.plan)
+    ctx.summary["model"] = model_summary.to_dict()
+    ctx.summary["data"] = {"source": recipe.data.source, "description": ctx.data.source_desc,
+                           "num_classes": ctx.data.num_classes, "input_shape": list(ctx.input_shape),
+                           "train_samples": len(ctx.data.train), "eval_samples": len(ctx.data.eval),
+                           "kind": ctx.data.kind}
+    ctx.summary["precision"] = ctx.plan.label
+    rep.log(f"model: {ctx.loaded.description or recipe.model.zoo}: {model_summary.params:,} params, "
+            f"{(model_summary.macs or 0) / 1e6:.1f} M MACs, {model_summary.size_bytes / 1e6:.2f} MB")
+    ctx.eval_loader = _loader(ctx, train=False)
+    rep.stage_finished("load", {"model": ctx.summary["model"]["params"]})
+
+
+def _loader(ctx: RunContext, train: bool) -> Any:
+    from workbench.engine.data import build_loader
+
+    b = ctx.recipe.batching
+    dataset = ctx.data.train if train else ctx.data.eval
+    size = b.batch_size if train else b.eval_batch_size
+    return build_loader(dataset, size, ctx.recipe.loader, train=train, seed=ctx.recipe.train.seed)
+
+
+def _stage_train(ctx: RunContext) -> None:
+    from workbench.engine.train import train
+
+    if ctx.module is None or not ctx.loaded.trainable:
+        raise RecipeError(f"model.source = {ctx.recipe.model.source!r} cannot be trained here; "
+                          "set train.epochs = 0 to evaluate and benchmark it")
+    if ctx.train_loader is None:
+        ctx.train_loader = _loader(ctx, train=True)
+    if len(ctx.train_loader) == 0:
+        raise RecipeError(f"batching.batch_size = {ctx.recipe.batching.batch_size} is larger than the "
+                          f"{len(ctx.data.train)} training samples with loader.drop_last = true; lower it")
+    ctx.train_result = train(ctx.module, ctx.train_loader, ctx.eval_loader, ctx.recipe.train, ctx.recipe.batching,
+                             ctx.plan, ctx.reporter, ctx.cancel)
+    ctx.summary["train"] = ctx.train_result.to_dict()
+
+
+def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,
+                  train_samples_per_s: float | None = None) -> dict[str, Any]:
+    """The standard figures for one model: eval accuracy, latency p50/p95, throughput, params, size."""
+    from workbench.engine.bench import bench_torch
+    from workbench.engine.runtimes import OrtRuntime, TorchRuntime, bench_runtime, export_onnx_for_bench
+
+    recipe, rep = ctx.recipe, ctx.reporter
+    bench = recipe.bench
+    stage = f"measure:{label}"
+    rep.stage_started(stage)
+    out: dict[str, Any] = {"label": label}
+    timing = dict(warmup=bench.warmup, iters=bench.iters, min_time_s=bench.min_time_s, max_time_s=bench.max_time_s,
+                  cancel=ctx.cancel)
+    if module is None:
+        assert onnx_path is not None, "measure needs a torch module or an ONNX file"
+        runtime = OrtRuntime(onnx_path, threads=bench.threads)
+        try:
+            out["accuracy"] = evaluate_runtime(runtime, ctx.eval_loader, ctx.cancel)
+            stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, **timing) if bench.enabled else []
+        finally:
+            runtime.close()
+        from workbench.engine.models import summarize_onnx
+
+        s = summarize_onnx(onnx_path)
+        out.update(params=s.params, size_bytes=_file_size(onnx_path), runtime="onnxruntime")
+    else:
+        from workbench.engine.models import summarize
+        from workbench.engine.train import evaluate
+
+        out["accuracy"] = evaluate(module, ctx.eval_loader, ctx.plan, ctx.cancel)["accuracy"]
+        stats = []
+        if bench.enabled:
+            stats = bench_torch(module, ctx.input_shape, bench.batch_sizes, device=str(ctx.plan.device),
+                                autocast=ctx.plan.autocast_dtype, channels_last=ctx.plan.channels_last,
+                                threads=bench.threads, reporter=rep, **timing)
+        s = summarize(unwrap(module), ctx.input_shape)
+        out.update(params=s.params, size_bytes=s.size_bytes, macs=s.macs, runtime=f"torch {ctx.plan.label}")
+        # Other runtimes side by side, so the user sees which wins on this machine.
+        extra = [r for r in bench.runtimes if r != "eager"] if bench.enabled else []
+        if extra:
+            out["runtimes"] = {"eager": [st.to_dict() for st in stats]}
+        for name in extra:
+            ctx.cancel.raise_if_cancelled()
+            if name == "compile":
+                rt = TorchRuntime(unwrap(module), device=str(ctx.plan.device), autocast_dtype=ctx.plan.autocast_dtype,
+                                  channels_last=ctx.plan.channels_last, compile=True)
+            else:
+                path = ctx.artifacts / f"bench-{label}.onnx"
+                export_onnx_for_bench(unwrap(module).cpu(), ctx.input_shape, path)
+                unwrap(module).to(ctx.plan.device)
+                rt = OrtRuntime(path, threads=bench.threads)
+            try:
+                out["runtimes"][name] = [st.to_dict() for st in bench_runtime(rt, ctx.input_shape, bench.batch_sizes,
+                                                                              **timing)]
+            finally:
+                rt.close()
+    out["train_samples_per_s"] = train_samples_per_s
+    if stats:
+        first, best = stats[0], max(stats, key=lambda st: st.throughput)
+        out.update(latency_ms_p50=first.p50_ms, latency_ms_p95=first.p95_ms, latency_batch=first.batch_size,
+                   throughput=best.throughput, throughput_batch=best.batch_size,
+                   bench=[st.to_dict() for st in stats])
+        for st in stats:
+            rep.metrics(stage, st.batch_size, {"latency_ms_p50": st.p50_ms, "throughput": st.throughput})
+    else:
+        out.update(latency_ms_p50=None, latency_ms_p95=None, throughput=None)
+    rep.log(f"{label}: accuracy {out['accuracy']:.4f}" + (
+        f", latency p50 {out['latency_ms_p50']:.3f} ms @ batch {out['latency_batch']}, "
+        f"throughput {out['throughput']:.0f} samples/s @ batch {out['throughput_batch']}" if stats else ""))
+    rep.stage_finished(stage, out)
+    return out
+
+
+@torch.no_grad()
+def evaluate_runtime(runtime: Any, loader: Any, cancel: CancelToken | None = None) -> float:
+    correct = total = 0
+    for x, y in loader:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        logits = runtime.predict(x.numpy())
+        correct += int((torch.from_numpy(logits).argmax(dim=1) == y).sum())
+        total += int(y.shape[0])
+    return correct / max(1, total)
+
+
+def weights_of_run(store: RunStore, ref: str) -> Path:
+    """Resolve ``run:ID`` to that run's trained weights (safetensors)."""
+    raw = ref.removeprefix("run:")
+    if not raw.isdigit():
+        raise ModelLoadError(f"{ref!r}: a run reference is run:ID with a numeric ID (see `workbench runs`)")
+    run = store.get_run(int(raw))
+    if run is None:
+        raise ModelLoadError(f"{ref!r}: no run with ID {raw} in the store (see `workbench runs`)")
+    arts = store.artifacts(int(raw), "weights")
+    if not arts or not arts[-1].path.exists():
+        raise ModelLoadError(f"{ref!r}: run {raw} ({run.status}) has no saved weights; only completed training runs do")
+    return arts[-1].path
+
+
+def _model_label(recipe: Recipe) -> str:
+    m = recipe.model
+    return m.zoo if m.source == "zoo" else f"{m.source}:{Path(m.path).name}"
+
+
+def _file_size(path: Path) -> int:
+    """Size of an ONNX model including external data files in its folder that it references."""
+    size = path.stat().st_size
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+        size += sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).exists())
+    except Exception:  # size of the main file is still a true lower bound
+        pass
+    return size
+
+
+def _start_telemetry(recipe: Recipe, rep: Reporter) -> Any:
+    from workbench.engine.telemetry import TelemetrySampler
+
+    counter = iter(range(1 << 62))
+    sampler = TelemetrySampler(hz=recipe.bench.telemetry_hz,
+                               on_sample=lambda s: rep.metrics("telemetry", next(counter), s), reporter=rep)
+    sampler.start()
+    return sampler
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware: printed in summaries and reports so numbers can be reproduced."""
+    import onnxruntime
+
+    env = {"workbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
+           "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def log_internal_error(exc: BaseException) -> Path:
+    path = workbench_home() / "logs" / "errors.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
+        f.write("".join(traceback.format_exception(exc)))
+    return path
+
+
+def summary_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2, default=str)
