@@ -294,13 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_command_modules() -> None:
     """Technique modules that add subcommands register them on import."""
     import importlib
+    import pkgutil
 
-    for name in ("workbench.engine.prune_cli", "workbench.engine.export_cli", "workbench.engine.sweep_cli"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    import workbench.commands
+
+    for info in pkgutil.iter_modules(workbench.commands.__path__, "workbench.commands."):
+        importlib.import_module(info.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
