@@ -77,7 +77,9 @@ def _median_ci95(sorted_ms: np.ndarray) -> tuple[float, float]:
     return float(sorted_ms[lo]), float(sorted_ms[hi])
 
 
-def latency_stats(samples_ms: Sequence[float], batch_size: int, peak_mem_bytes: int | None = None) -> LatencyStats:
+def latency_stats(
+    samples_ms: Sequence[float], batch_size: int, peak_mem_bytes: int | None = None
+) -> LatencyStats:
     """Summarise per-call latencies (ms) into a ``LatencyStats``."""
     if len(samples_ms) == 0:
         raise ValueError("latency_stats needs at least one sample")
@@ -290,9 +292,7 @@ def bench_torch(
         module.to(dev)
         if channels_last:
             module.to(memory_format=torch.channels_last)
-        amp = (
-            torch.autocast(device_type=dev.type, dtype=autocast) if autocast is not None else nullcontext()
-        )
+        amp = torch.autocast(device_type=dev.type, dtype=autocast) if autocast is not None else nullcontext()
         with fixed_threads(threads), torch.inference_mode():
             for i, b in enumerate(batch_sizes):
                 if cancel is not None:

@@ -9,6 +9,7 @@ host-to-device copies; ``bench_runtime`` falls back to ``predict`` for runtimes 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import shutil
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -65,7 +66,9 @@ def _first_tensor(out: Any) -> torch.Tensor:
         out = list(out.values())
     if isinstance(out, (tuple, list)) and out:
         return _first_tensor(out[0])
-    raise WorkbenchError(f"model returned {type(out).__name__}; expected a tensor (or a tuple/dict of tensors)")
+    raise WorkbenchError(
+        f"model returned {type(out).__name__}; expected a tensor (or a tuple/dict of tensors)"
+    )
 
 
 # --------------------------------------------------------------------------------------------- torch
@@ -397,6 +400,10 @@ def export_onnx_for_bench(
     out.parent.mkdir(parents=True, exist_ok=True)
     was_training = module.training
     module.eval()
+    # The exporter logs one warning per missing torchvision op on every export: noise for a CLI.
+    reg_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    old_level = reg_log.level
+    reg_log.setLevel(logging.ERROR)
     try:
         params = list(module.parameters())
         device = params[0].device if params else torch.device("cpu")
@@ -420,5 +427,6 @@ def export_onnx_for_bench(
     except Exception as exc:
         raise WorkbenchError(f"ONNX export of {type(module).__name__} failed: {_first_line(exc)}") from exc
     finally:
+        reg_log.setLevel(old_level)
         module.train(was_training)
     return out

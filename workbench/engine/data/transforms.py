@@ -63,8 +63,9 @@ def random_crop(
     if th > h or tw > w:
         raise ValueError(f"crop {th}x{tw} is larger than the padded image {h}x{w}")
     if x.dim() == 3:
-        i, j = torch.randint(0, h - th + 1, (1,), generator=generator), torch.randint(
-            0, w - tw + 1, (1,), generator=generator
+        i, j = (
+            torch.randint(0, h - th + 1, (1,), generator=generator),
+            torch.randint(0, w - tw + 1, (1,), generator=generator),
         )
         return x[:, int(i) : int(i) + th, int(j) : int(j) + tw]
     n = x.shape[0]

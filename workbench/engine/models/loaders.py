@@ -14,14 +14,16 @@ Trainable rules (``LoadedModel.trainable``):
 * ``zoo``, ``python``: yes.
 * ``torchscript``: yes, optimizer steps update its parameters and ``train()``/``eval()`` work; but a
   *traced* module may have baked in train/eval-dependent behaviour (dropout, BN) at trace time.
-* ``export``: no. ``ExportedProgram.module()`` is a frozen inference graph: ``train()`` raises
-  ("not supported yet") and BN/dropout behaviour is fixed at export time. Evaluate/benchmark it,
-  or fine-tune the original python/zoo model instead.
+* ``export``: no. ``ExportedProgram.module()`` is a frozen inference graph: BN/dropout behaviour is
+  fixed at export time (export in eval mode). torch makes its ``train()``/``eval()`` raise; we
+  restore the plain nn.Module methods so ``model.eval()`` works everywhere, but they only flip
+  flags. Evaluate/benchmark it, or fine-tune the original python/zoo model instead.
 * ``onnx``: no; there is no torch module at all (evaluation and benchmarks via onnxruntime).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -152,7 +154,9 @@ def _import_file(path: Path) -> Any:
     name = f"workbench_user_models.{stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise ModelLoadError(f"{path}: cannot be imported as Python; give a .py file defining an nn.Module class")
+        raise ModelLoadError(
+            f"{path}: cannot be imported as Python; give a .py file defining an nn.Module class"
+        )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses, pickling and typing need the module registered
     folder = str(path.resolve().parent)
@@ -171,10 +175,8 @@ def _import_file(path: Path) -> Any:
         raise ModelLoadError(f"{path}: importing it failed with {_first_line(exc)}") from None
     finally:
         if added:
-            try:
+            with contextlib.suppress(ValueError):
                 sys.path.remove(folder)
-            except ValueError:
-                pass
     return module
 
 
@@ -229,7 +231,9 @@ def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, .
     hint = "save one with torch.jit.save(torch.jit.script(model), path)"
     path = _check_file(path_str, "TorchScript file", hint)
     if not zipfile.is_zipfile(path):
-        raise ModelLoadError(f"{path}: not a TorchScript archive (not a zip; truncated or another format); {hint}")
+        raise ModelLoadError(
+            f"{path}: not a TorchScript archive (not a zip; truncated or another format); {hint}"
+        )
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
@@ -240,19 +244,31 @@ def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, .
                 "or use it as model.weights with a zoo/python model"
             ) from None
         raise ModelLoadError(f"{path}: cannot load TorchScript ({_first_line(exc)}); {hint}") from None
-    return LoadedModel(module, "torchscript", input_shape, num_classes, description=f"TorchScript {path.name}")
+    return LoadedModel(
+        module, "torchscript", input_shape, num_classes, description=f"TorchScript {path.name}"
+    )
 
 
 def _load_export(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
     hint = "save one with torch.export.save(torch.export.export(model, (example,)), 'model.pt2')"
     path = _check_file(path_str, "torch.export archive", hint)
     if not zipfile.is_zipfile(path):
-        raise ModelLoadError(f"{path}: not a torch.export archive (not a zip; truncated or another format); {hint}")
+        raise ModelLoadError(
+            f"{path}: not a torch.export archive (not a zip; truncated or another format); {hint}"
+        )
     try:
         program = torch.export.load(str(path))
         module = program.module()
     except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot load torch.export archive ({_first_line(exc)}); {hint}") from None
+        raise ModelLoadError(
+            f"{path}: cannot load torch.export archive ({_first_line(exc)}); {hint}"
+        ) from None
+    # .module() makes train()/eval() raise NotImplementedError. The rest of the engine calls
+    # model.eval() on every model, so restore nn.Module's methods: they only flip the `training`
+    # flags, the graph keeps the behaviour it was exported with (export in eval mode).
+    for attr in ("train", "eval"):
+        if attr in vars(module):
+            delattr(module, attr)
     return LoadedModel(module, "export", input_shape, num_classes, description=f"torch.export {path.name}")
 
 
@@ -292,10 +308,17 @@ def onnx_external_files(model: Any, path: Path) -> list[Path]:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         if not location:
-            raise ModelLoadError(f"{path}: tensor {tensor.name!r} has external data without a location; re-export it")
+            raise ModelLoadError(
+                f"{path}: tensor {tensor.name!r} has external data without a location; re-export it"
+            )
         loc = Path(location)
         target = (folder / loc).resolve()
-        if loc.is_absolute() or os.path.isabs(location) or ".." in loc.parts or not target.is_relative_to(folder):
+        if (
+            loc.is_absolute()
+            or os.path.isabs(location)
+            or ".." in loc.parts
+            or not target.is_relative_to(folder)
+        ):
             raise ModelLoadError(
                 f"{path}: refused: external data location {location!r} of tensor {tensor.name!r} points outside "
                 "the model's folder; keep .onnx data files next to the .onnx file"
@@ -340,14 +363,18 @@ def _load_onnx(path_str: str, num_classes: int, input_shape: tuple[int, ...]) ->
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise ModelLoadError(f"{path}: ONNX checker rejected the model ({_first_line(exc)}); {hint}") from None
+        raise ModelLoadError(
+            f"{path}: ONNX checker rejected the model ({_first_line(exc)}); {hint}"
+        ) from None
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
     if not inputs:
         raise ModelLoadError(f"{path}: the ONNX graph has no inputs; {hint}")
     if len(inputs) > 1:
         names = ", ".join(v.name for v in inputs)
-        raise ModelLoadError(f"{path}: the ONNX graph has {len(inputs)} inputs ({names}); Workbench needs exactly one")
+        raise ModelLoadError(
+            f"{path}: the ONNX graph has {len(inputs)} inputs ({names}); Workbench needs exactly one"
+        )
     declared = _onnx_value_dims(inputs[0])
     resolved = input_shape
     if declared is not None and len(declared) == len(input_shape) + 1:
@@ -393,7 +420,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                     f"{path}: refused: not a plain weights file (it holds pickled Python objects, which were "
                     f"not executed); {hint}"
                 ) from None
-            raise ModelLoadError(f"{path}: not a valid PyTorch weights file (truncated or corrupt: {detail}); {hint}") from None
+            raise ModelLoadError(
+                f"{path}: not a valid PyTorch weights file (truncated or corrupt: {detail}); {hint}"
+            ) from None
         except Exception as exc:
             raise ModelLoadError(
                 f"{path}: not a valid PyTorch weights file (truncated or corrupt: {_first_line(exc)}); {hint}"
@@ -445,7 +474,11 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     by_storage: dict[tuple[int, int], set[str]] = {}
     for k, v in target.items():
         by_storage.setdefault((v.data_ptr(), v.numel()), set()).add(k)
-    missing = [k for k in target if k not in sd and not (by_storage[(target[k].data_ptr(), target[k].numel())] & set(sd))]
+    missing = [
+        k
+        for k in target
+        if k not in sd and not (by_storage[(target[k].data_ptr(), target[k].numel())] & set(sd))
+    ]
     unexpected = [k for k in sd if k not in target]
     mismatched = [
         f"{k} file {list(sd[k].shape)} vs model {list(target[k].shape)}"
@@ -508,8 +541,10 @@ def _first_layer_hint(module: nn.Module) -> str:
 def check_model_data_compat(loaded: LoadedModel, num_classes: int, input_shape: tuple[int, ...]) -> None:
     """Fail early, with one line, when the model cannot take the data or has the wrong class count.
 
-    Torch modules: one eval-mode forward on a zeros batch of 2 (mode restored afterwards).
-    ONNX: the graph's declared shapes are compared (symbolic dims match anything).
+    Torch modules: one eval-mode forward on a zeros batch of 2 (mode restored afterwards); for
+    torch.export graphs also a batch of 3, to catch a batch size fixed at export time.
+    ONNX: the graph's declared shapes are compared (symbolic dims match anything); a fixed batch
+    dim is refused, since evaluation and benchmarks run other batch sizes.
     """
     shape = tuple(int(d) for d in input_shape)
     name = loaded.label
@@ -530,6 +565,8 @@ def check_model_data_compat(loaded: LoadedModel, num_classes: int, input_shape: 
             f"model {name} {_first_layer_hint(module)} but data gives {_shape_str(shape)} "
             f"(forward failed: {_first_line(exc)})"
         ) from None
+        if loaded.kind == "export":
+            _probe_fixed_batch(module, shape, dtype, device, name)
     finally:
         module.train(was_training)
     if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
@@ -537,7 +574,9 @@ def check_model_data_compat(loaded: LoadedModel, num_classes: int, input_shape: 
     elif isinstance(out, Mapping) and isinstance(out.get("logits"), torch.Tensor):
         out = out["logits"]
     if not isinstance(out, torch.Tensor):
-        raise ModelLoadError(f"model {name} returns {type(out).__name__}; a classifier must return a logits tensor")
+        raise ModelLoadError(
+            f"model {name} returns {type(out).__name__}; a classifier must return a logits tensor"
+        )
     if out.dim() != 2 or out.shape[0] != 2:
         raise ModelLoadError(
             f"model {name} outputs shape {_shape_str(tuple(out.shape))} for a batch of 2; "
@@ -550,14 +589,45 @@ def check_model_data_compat(loaded: LoadedModel, num_classes: int, input_shape: 
         )
 
 
+def _probe_fixed_batch(
+    module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, name: str
+) -> None:
+    """A torch.export graph exported without a dynamic batch dim only takes its example batch size."""
+    problem = ""
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros((3, *shape), dtype=dtype, device=device))
+        if isinstance(out, tuple | list) and out:
+            out = out[0]
+        if isinstance(out, torch.Tensor) and (out.dim() == 0 or out.shape[0] != 3):
+            problem = f"batch of 3 gave output {_shape_str(tuple(out.shape))}"
+    except Exception as exc:
+        problem = _first_line(exc)
+    if problem:
+        raise ModelLoadError(
+            f"model {name} takes batch size 2 but not 3 ({problem}): it was exported with a fixed "
+            "batch size; re-export with dynamic_shapes=({0: torch.export.Dim('batch')},)"
+        )
+
+
 def _check_onnx_compat(loaded: LoadedModel, num_classes: int, shape: tuple[int, ...]) -> None:
     name = loaded.label
     declared = loaded.declared_input_shape
+    if declared is not None and declared and declared[0] is not None:
+        raise ModelLoadError(
+            f"model {name} has a fixed batch size {declared[0]} (input {_shape_str(declared)}); evaluation and "
+            "benchmarks need other batch sizes: re-export with a dynamic batch axis "
+            "(torch.onnx.export(..., dynamo=True, dynamic_shapes=({0: torch.export.Dim('batch')},)))"
+        )
     if declared is not None:
         sample = declared[1:]
-        if len(sample) != len(shape) or any(d is not None and d != s for d, s in zip(sample, shape, strict=False)):
+        if len(sample) != len(shape) or any(
+            d is not None and d != s for d, s in zip(sample, shape, strict=False)
+        ):
             raise ModelLoadError(
                 f"model {name} expects input {_shape_str(declared)} (batch first) but data gives {_shape_str(shape)}"
             )
     if loaded.declared_num_classes is not None and loaded.declared_num_classes != num_classes:
-        raise ModelLoadError(f"model {name} outputs {loaded.declared_num_classes} classes but data has {num_classes}")
+        raise ModelLoadError(
+            f"model {name} outputs {loaded.declared_num_classes} classes but data has {num_classes}"
+        )

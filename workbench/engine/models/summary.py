@@ -2,7 +2,8 @@
 
 Counting convention: totals and per-layer numbers come from ``torch.utils.flop_counter.FlopCounterMode``,
 which counts the matrix work (convolutions, linear/addmm/matmul, batched matmul, attention) and
-ignores element-wise ops (BN, activations, adds, pooling), the usual convention in papers.
+ignores element-wise ops (BN, activations, adds, pooling), the usual convention in papers; CPU
+flash attention, which it misses, is added here.
 ``macs = flops / 2`` (one multiply-accumulate = two FLOPs). Per-layer MACs are FlopCounterMode's
 per-module counts, so they add up to the total; rows are the leaf modules that actually ran, plus
 ``nn.MultiheadAttention`` (whose projections are not called as child modules).
@@ -80,6 +81,18 @@ def _layer_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
     return rows
 
 
+def _sdpa_cpu_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any) -> int:
+    """FLOPs of CPU flash attention (QK^T and AV matmuls), which FlopCounterMode does not know."""
+    b, h, sq, d = query_shape
+    sk, dv = key_shape[-2], value_shape[-1]
+    return 2 * b * h * sq * sk * d + 2 * b * h * sq * sk * dv
+
+
+def _custom_flops() -> dict[Any, Any]:
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {op: _sdpa_cpu_flops} if op is not None else {}
+
+
 @contextlib.contextmanager
 def _no_mha_fastpath() -> Iterator[None]:
     """Disable the fused transformer fast path, whose single kernel FlopCounterMode cannot count."""
@@ -131,7 +144,7 @@ def summarize(module: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
             break
 
     was_training = module.training
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_custom_flops())
     try:
         module.eval()
         with torch.no_grad(), _no_mha_fastpath(), counter:
@@ -167,7 +180,7 @@ def summarize(module: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
 
 
 def summarize_onnx(path: str | Path) -> ModelSummary:
-    """Parameters from the initializers, size = file size plus external data files; MACs unknown (None).
+    """Parameters from the weight initializers (float and 8/4-bit; not int64 shape constants), size = file size plus external data files; MACs unknown (None).
 
     One row per graph node with the parameters of its initializer inputs and, where ONNX shape
     inference knows it, the output shape.
@@ -180,7 +193,18 @@ def summarize_onnx(path: str | Path) -> ModelSummary:
     model = read_onnx(p)
     external = onnx_external_files(model, p)
     size = p.stat().st_size + sum(f.stat().st_size for f in external)
-    numel = {t.name: _numel(t.dims) for t in model.graph.initializer}
+    # weights are float or (quantized) 8-bit initializers; int64/int32/bool ones are shape constants
+    weight_types = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.INT4,
+        onnx.TensorProto.UINT4,
+    }
+    numel = {t.name: _numel(t.dims) for t in model.graph.initializer if t.data_type in weight_types}
     params = sum(numel.values())
 
     shapes: dict[str, tuple[int, ...] | str] = {}

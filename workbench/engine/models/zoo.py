@@ -62,7 +62,9 @@ def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int
     return c, h, w
 
 
-def conv_bn_relu(cin: int, cout: int, stride: int = 1, groups: int = 1, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+def conv_bn_relu(
+    cin: int, cout: int, stride: int = 1, groups: int = 1, act: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
     """3x3 conv (no bias: BN has one) + BatchNorm + activation, the basic CNN building block."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False),
@@ -251,7 +253,9 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU()
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
@@ -367,7 +371,9 @@ class VisionTransformer(nn.Module):
             c, h, w = input_shape
             p = patch_size or _patch_size(h, w, max_tokens)
             if p > min(h, w):
-                raise ModelLoadError(f"transformer patch_size {p} is larger than the image {list(input_shape)}")
+                raise ModelLoadError(
+                    f"transformer patch_size {p} is larger than the image {list(input_shape)}"
+                )
             self.embed = PatchEmbed(c, dim, p)
             tokens = (h // p) * (w // p)
         elif len(input_shape) == 1:
@@ -431,7 +437,9 @@ def build_zoo_model(
         raise ModelLoadError(f"zoo model {name!r}: num_classes must be >= 1, got {num_classes}")
     shape = tuple(int(d) for d in input_shape)
     if not shape or any(d <= 0 for d in shape):
-        raise ModelLoadError(f"zoo model {name!r}: input shape {list(shape)} must be non-empty positive sizes")
+        raise ModelLoadError(
+            f"zoo model {name!r}: input shape {list(shape)} must be non-empty positive sizes"
+        )
     if width <= 0:
         raise ModelLoadError(f"zoo model {name!r}: width must be > 0, got {width}")
     try:

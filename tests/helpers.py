@@ -1,0 +1,21 @@
+"""Small recipe builders shared by tests: short, real runs that finish in seconds."""
+
+from __future__ import annotations
+
+from workbench.recipe import Recipe
+
+
+def tiny_recipe(name: str = "tiny", epochs: int = 1, samples_per_class: int = 30, **bench: object) -> Recipe:
+    r = Recipe(name=name)
+    r.data.samples_per_class = samples_per_class
+    r.train.epochs = epochs
+    r.train.log_every = 2
+    r.batching.batch_size = 32
+    r.batching.eval_batch_size = 64
+    r.bench.batch_sizes = [1, 8]
+    r.bench.iters = 5
+    r.bench.warmup = 1
+    r.bench.max_time_s = 2.0
+    for key, value in bench.items():
+        setattr(r.bench, key, value)
+    return r

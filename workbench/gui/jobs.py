@@ -1,0 +1,385 @@
+"""Background jobs: a worker QObject on its own QThread, adapting engine callbacks to Qt signals.
+
+Every long task of the GUI (a recipe run, a benchmark, the max-batch search, a model summary, data
+previews) is a plain function ``fn(reporter, cancel) -> result`` run by ``JobManager.start``. The
+function never sees a widget: it gets a fully built recipe through its closure, reports through
+an engine ``Reporter`` and checks the ``CancelToken``. The worker turns those callbacks into
+past-tense signals (``started, progressed, metrics, warned, errored, finished``) that Qt queues
+to the GUI thread.
+
+Rate limits: metric events are collected under a lock and emitted as one list at most every
+``METRICS_INTERVAL_S`` (a training loop or a 100 Hz telemetry sampler cannot flood the event
+queue); progress is throttled the same way; everything pending is flushed when the job ends.
+
+Shutdown: ``JobManager.shutdown`` cancels every job and waits for its thread. Cancellation is
+cooperative (the engine checks the token every batch); ``QThread.terminate`` is never used.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QDeadlineTimer, QObject, Qt, QThread, Signal, Slot
+
+from workbench.engine.events import CancelToken, Reporter
+from workbench.errors import Cancelled
+
+#: Seconds between two batched ``metrics`` (and ``progressed``) signals of one job.
+METRICS_INTERVAL_S = 0.05
+
+JobFn = Callable[[Reporter, CancelToken], Any]
+
+#: Every QThread a job started that has not finished yet (tests assert it is empty afterwards).
+_LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def live_threads() -> list[QThread]:
+    """Job threads that are still running (for shutdown checks and tests)."""
+    with _LIVE_LOCK:
+        threads = list(_LIVE_THREADS)
+    out = []
+    for t in threads:
+        try:
+            if t.isRunning():
+                out.append(t)
+        except RuntimeError:  # C++ object already deleted: certainly not running
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class MetricEvent:
+    """One engine ``metrics`` callback, as delivered in a batch to the GUI thread."""
+
+    stage: str
+    step: int
+    values: dict[str, float]
+    t: float
+
+
+class _SignalReporter(Reporter):
+    """The engine-facing side of a worker: callbacks from any thread become (batched) signals.
+
+    Kept separate from the QObject because the QObject's ``metrics`` attribute is a signal.
+    """
+
+    def __init__(self, worker: JobWorker) -> None:
+        self._worker = worker
+        self._lock = threading.Lock()
+        self._pending: list[MetricEvent] = []
+        self._last_metrics_emit = 0.0
+        self._pending_progress: tuple[int, int, str] | None = None
+        self._last_progress_emit = 0.0
+
+    # -- engine Reporter interface (called from the worker thread and the telemetry thread) --------
+    def run_started(self, run_id: int, name: str) -> None:
+        self._worker.runStarted.emit(int(run_id), str(name))
+
+    def stage_started(self, stage: str, total: int | None = None) -> None:
+        self.flush()
+        self._worker.stageStarted.emit(str(stage), -1 if total is None else int(total))
+
+    def stage_finished(self, stage: str, result: Mapping[str, Any] | None = None) -> None:
+        self.flush()
+        self._worker.stageFinished.emit(str(stage), dict(result or {}))
+
+    def progress(self, done: int, total: int | None, message: str = "") -> None:
+        now = time.monotonic()
+        item = (int(done), -1 if total is None else int(total), str(message))
+        with self._lock:
+            due = now - self._last_progress_emit >= METRICS_INTERVAL_S or (total is not None and done >= total)
+            if due:
+                self._last_progress_emit = now
+                self._pending_progress = None
+            else:
+                self._pending_progress = item
+        if due:
+            self._worker.progressed.emit(*item)
+
+    def metrics(self, stage: str, step: int, values: Mapping[str, float], t: float | None = None) -> None:
+        event = MetricEvent(str(stage), int(step), {str(k): float(v) for k, v in values.items()
+                                                       if isinstance(v, int | float)},
+                            time.time() if t is None else float(t))
+        now = time.monotonic()
+        with self._lock:
+            self._pending.append(event)
+            if now - self._last_metrics_emit < METRICS_INTERVAL_S:
+                return
+            batch, self._pending = self._pending, []
+            self._last_metrics_emit = now
+        self._worker.metrics.emit(batch)
+
+    def log(self, message: str, level: str = "info") -> None:
+        if level == "warning":
+            self._worker.warned.emit(str(message))
+        else:
+            self._worker.logged.emit(str(message), str(level))
+
+    # -- helpers -------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Emit whatever is still pending (called at stage boundaries and at the end)."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+            progress, self._pending_progress = self._pending_progress, None
+            self._last_metrics_emit = time.monotonic()
+        if batch:
+            self._worker.metrics.emit(batch)
+        if progress is not None:
+            self._worker.progressed.emit(*progress)
+
+
+class JobWorker(QObject):
+    """Runs one job function on its QThread and reports through signals only (never touches widgets).
+
+    ``finished`` always fires last, with the function's result, or ``None`` after an error or a
+    cancellation (``errored`` / ``cancelledJob`` fire first). It is connected *directly* to
+    ``QThread.quit`` so a GUI thread blocked in ``wait()`` cannot deadlock the shutdown.
+    """
+
+    started = Signal(str)  # job name
+    progressed = Signal(int, int, str)  # done, total (-1 = unknown), message
+    metrics = Signal(object)  # list[MetricEvent], batched
+    warned = Signal(str)
+    logged = Signal(str, str)  # message, level
+    errored = Signal(str, str)  # one-line message, traceback
+    finished = Signal(object)  # result (None after error/cancel)
+    cancelledJob = Signal()
+    runStarted = Signal(int, str)  # run id, run name (pipeline runs only)
+    stageStarted = Signal(str, int)  # stage, total (-1 = unknown)
+    stageFinished = Signal(str, object)  # stage, result dict
+
+    def __init__(self, name: str, fn: JobFn, cancel: CancelToken) -> None:
+        super().__init__()
+        self.name = name
+        self._fn = fn
+        self.cancel_token = cancel
+        self.reporter = _SignalReporter(self)
+
+    @Slot()
+    def run(self) -> None:
+        result: Any = None
+        self.started.emit(self.name)
+        try:
+            result = self._fn(self.reporter, self.cancel_token)
+        except Cancelled:
+            self.reporter.flush()
+            self.cancelledJob.emit()
+        except BaseException as exc:  # noqa: BLE001 - a job must never take the GUI down
+            self.reporter.flush()
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            message = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+            self.errored.emit(message, "".join(traceback.format_exception(exc)))
+        else:
+            self.reporter.flush()
+        self.finished.emit(result)
+
+
+class Job(QObject):
+    """Handle on one running job: its worker, its thread and its cancel token (GUI-thread object).
+
+    Signals are re-emitted from here so callers can connect before the thread starts and never
+    see the worker (which lives on the other thread and is deleted when it ends).
+    """
+
+    started = Signal(str)
+    progressed = Signal(int, int, str)
+    metrics = Signal(object)
+    warned = Signal(str)
+    logged = Signal(str, str)
+    errored = Signal(str, str)
+    finished = Signal(object)
+    cancelledJob = Signal()
+    runStarted = Signal(int, str)
+    stageStarted = Signal(str, int)
+    stageFinished = Signal(str, object)
+    ended = Signal()  # the thread has stopped; the job is gone from the manager
+
+    def __init__(self, name: str, fn: JobFn, key: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.name = name
+        self.key = key
+        self.cancel_token = CancelToken()
+        self.started_at = time.monotonic()
+        self.done = False
+        self.thread = QThread()
+        self.thread.setObjectName(f"job:{name}")
+        self.worker = JobWorker(name, fn, self.cancel_token)
+        self.worker.moveToThread(self.thread)
+        for sig in ("started", "progressed", "metrics", "warned", "logged", "errored", "cancelledJob",
+                    "runStarted", "stageStarted", "stageFinished"):
+            getattr(self.worker, sig).connect(getattr(self, sig))  # queued: worker is on another thread
+        self.worker.finished.connect(self._on_worker_finished)
+        # Direct: quit the thread's loop from the worker thread itself, even while the GUI waits.
+        self.worker.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
+        self.worker.finished.connect(self.worker.deleteLater)
+        self.thread.started.connect(self.worker.run)
+        self.thread.finished.connect(self._on_thread_finished)
+
+    def start(self) -> None:
+        with _LIVE_LOCK:
+            _LIVE_THREADS.add(self.thread)
+        self.thread.start()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next checkpoint (the engine checks every batch)."""
+        self.cancel_token.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_token.cancelled
+
+    def is_running(self) -> bool:
+        try:
+            return not self.done and self.thread.isRunning()
+        except RuntimeError:
+            return False
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until the thread ends (True) or the timeout passes (False)."""
+        try:
+            return bool(self.thread.wait(QDeadlineTimer(int(timeout_s * 1000))))
+        except RuntimeError:
+            return True
+
+    @Slot(object)
+    def _on_worker_finished(self, result: object) -> None:
+        self.done = True
+        self.finished.emit(result)
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        with _LIVE_LOCK:
+            _LIVE_THREADS.discard(self.thread)
+        self.thread.deleteLater()
+        self.ended.emit()
+
+
+class JobManager(QObject):
+    """Starts jobs and keeps track of them; the single place that stops them all at exit.
+
+    ``exclusive`` jobs (run, benchmark, max-batch search) run one at a time: starting one while
+    another is running raises ``RuntimeError`` (the GUI disables its buttons first). Keyed helper
+    jobs (model summary, data previews) are light and may run beside it; starting a helper with
+    the same key cancels the older one, whose late result is then dropped.
+    """
+
+    busyChanged = Signal(bool)  # an exclusive job started/ended
+    jobStarted = Signal(object)  # Job
+
+    EXCLUSIVE = "exclusive"
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._jobs: dict[str, Job] = {}
+        self._all: list[Job] = []
+
+    @property
+    def busy(self) -> bool:
+        """True while an exclusive job is running."""
+        job = self._jobs.get(self.EXCLUSIVE)
+        return job is not None and not job.done
+
+    def current(self, key: str = EXCLUSIVE) -> Job | None:
+        job = self._jobs.get(key)
+        return job if job is not None and not job.done else None
+
+    def jobs(self) -> list[Job]:
+        """Jobs whose thread has not ended yet."""
+        return list(self._all)
+
+    def start(self, name: str, fn: JobFn, *, key: str = EXCLUSIVE) -> Job:
+        """Run ``fn(reporter, cancel)`` on a new thread. Connect to the returned job's signals at once."""
+        old = self._jobs.get(key)
+        if old is not None and not old.done:
+            if key == self.EXCLUSIVE:
+                raise RuntimeError(f"a job is already running ({old.name}); stop it first")
+            old.cancel()  # superseded helper: its result is stale
+        job = Job(name, fn, key, parent=self)
+        self._jobs[key] = job
+        self._all.append(job)
+        job.finished.connect(lambda _r, j=job: self._on_finished(j))
+        job.ended.connect(lambda j=job: self._on_ended(j))
+        job.start()
+        self.jobStarted.emit(job)
+        if key == self.EXCLUSIVE:
+            self.busyChanged.emit(True)
+        return job
+
+    def is_current(self, job: Job) -> bool:
+        """False once a newer job with the same key replaced this one (drop its result)."""
+        return self._jobs.get(job.key) is job and not job.cancelled
+
+    def cancel_all(self) -> None:
+        for job in self._all:
+            job.cancel()
+
+    def shutdown(self, timeout_s: float = 5.0) -> bool:
+        """Cancel every job and wait for its thread; True when all ended in time."""
+        self.cancel_all()
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        for job in list(self._all):
+            ok = job.wait(max(0.0, deadline - time.monotonic())) and ok
+        return ok
+
+    def _on_finished(self, job: Job) -> None:
+        if job.key == self.EXCLUSIVE and self._jobs.get(job.key) is job:
+            self.busyChanged.emit(False)
+
+    def _on_ended(self, job: Job) -> None:
+        if job in self._all:
+            self._all.remove(job)
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]
+        job.deleteLater()
+
+
+class EtaEstimator:
+    """Estimates time left from (done, total) progress: elapsed / done × remaining, per segment.
+
+    A new segment starts when ``total`` or the message prefix changes (stage switch), or when
+    ``done`` goes backwards.
+    """
+
+    def __init__(self) -> None:
+        self._segment: tuple[int, str] | None = None
+        self._t0 = 0.0
+        self._done0 = 0
+        self._last_done = 0
+
+    def reset(self) -> None:
+        self._segment = None
+
+    def update(self, done: int, total: int, message: str = "", now: float | None = None) -> float | None:
+        """Seconds left, or None when unknown (no total yet, or nothing done in this segment)."""
+        now = time.monotonic() if now is None else now
+        if total <= 0:
+            self._segment = None
+            return None
+        seg = (total, message.split(":")[0])
+        if seg != self._segment or done < self._last_done:
+            self._segment, self._t0, self._done0 = seg, now, done
+        self._last_done = done
+        progressed = done - self._done0
+        elapsed = now - self._t0
+        if progressed <= 0 or elapsed <= 0:
+            return None
+        return max(0.0, elapsed / progressed * (total - done))
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"

@@ -1,0 +1,352 @@
+"""Live plots: bounded ring buffers, plot items created once, redrawn by one fixed-rate QTimer.
+
+Why this shape: ``setData`` on long curves at a high rate makes pyqtgraph crawl (pyqtgraph #1737),
+so incoming metric batches only append to numpy ring buffers (O(1), no drawing) and a single
+15 Hz timer pushes the buffers that changed into their curves. Curves are never removed and
+re-added; downsampling ('peak') and clip-to-view keep each redraw cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from workbench.gui.jobs import MetricEvent
+
+RING_CAPACITY = 5000
+REDRAW_HZ = 15
+
+NO_GPU_TEXT = "No NVIDIA GPU detected: CPU mode"
+
+
+class RingBuffer:
+    """Fixed-capacity (x, y) buffer; the oldest points are overwritten once it is full."""
+
+    def __init__(self, capacity: int = RING_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self._data = np.empty((capacity, 2), dtype=np.float64)
+        self._start = 0
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, x: float, y: float) -> None:
+        end = (self._start + self._size) % self.capacity
+        self._data[end] = (x, y)
+        if self._size < self.capacity:
+            self._size += 1
+        else:
+            self._start = (self._start + 1) % self.capacity
+
+    def extend(self, points: Iterable[tuple[float, float]]) -> None:
+        for x, y in points:
+            self.append(x, y)
+
+    def clear(self) -> None:
+        self._start = 0
+        self._size = 0
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of (x, y) in insertion order (oldest first)."""
+        idx = (self._start + np.arange(self._size)) % self.capacity
+        pts = self._data[idx]
+        return pts[:, 0].copy(), pts[:, 1].copy()
+
+
+@dataclass
+class Series:
+    """One curve of a plot: its buffer, its (single, reused) item and whether it needs a redraw."""
+
+    key: str
+    name: str
+    buffer: RingBuffer
+    item: pg.PlotDataItem
+    dirty: bool = False
+
+
+class LivePlot(QWidget):
+    """A titled plot with small "PNG" / "CSV" buttons; the PlotWidget carries the objectName.
+
+    ``append`` only buffers; ``redraw`` (called by the dashboard's timer) updates dirty curves.
+    """
+
+    def __init__(self, object_name: str, title: str, y_label: str, parent: QWidget | None = None,
+                 y_range: tuple[float, float] | None = None) -> None:
+        super().__init__(parent)
+        self.title = title
+        self.series: dict[str, Series] = {}
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(0)
+        head = QHBoxLayout()
+        head.setContentsMargins(6, 0, 2, 0)
+        label = QLabel(f"<b>{title}</b>")
+        head.addWidget(label)
+        head.addStretch(1)
+        self.png_button = self._tool_button("PNG", "Save this plot as a PNG image", self.ask_save_png)
+        self.csv_button = self._tool_button("CSV", "Save this plot's data points as CSV", self.ask_save_csv)
+        head.addWidget(self.png_button)
+        head.addWidget(self.csv_button)
+        layout.addLayout(head)
+        self.plot_widget = pg.PlotWidget(background="w")
+        self.plot_widget.setObjectName(object_name)
+        self.plot_widget.setMinimumHeight(150)
+        self.plot_item: pg.PlotItem = self.plot_widget.getPlotItem()
+        self.plot_item.showGrid(x=True, y=True, alpha=0.25)
+        self.plot_item.setLabel("left", y_label)
+        self.plot_item.setLabel("bottom", "time since start (s)")
+        self.plot_item.setDownsampling(auto=True, mode="peak")
+        self.plot_item.setClipToView(True)
+        self.plot_item.addLegend(offset=(-6, 6), labelTextSize="8pt")
+        if y_range is not None:
+            self.plot_item.setYRange(*y_range, padding=0.02)
+            self.plot_item.enableAutoRange(axis="y", enable=False)
+        self.overlay: pg.TextItem | None = None
+        menu = self.plot_item.getViewBox().menu
+        if menu is not None:
+            menu.addSeparator()
+            menu.addAction("Save plot as PNG…").triggered.connect(self.ask_save_png)
+            menu.addAction("Save data as CSV…").triggered.connect(self.ask_save_csv)
+        layout.addWidget(self.plot_widget, 1)
+        self.default_dir = ""
+
+    def _tool_button(self, text: str, tip: str, slot: object) -> QToolButton:
+        b = QToolButton(self)
+        b.setText(text)
+        b.setToolTip(tip)
+        b.setAutoRaise(True)
+        b.clicked.connect(slot)
+        return b
+
+    def add_series(self, key: str, name: str, color: str, symbol: str | None = None, width: float = 2.0) -> Series:
+        pen = pg.mkPen(color=color, width=width) if symbol is None else None
+        item = self.plot_item.plot([], [], name=name, pen=pen, symbol=symbol, symbolBrush=color,
+                                   symbolPen=color, symbolSize=7)
+        s = Series(key, name, RingBuffer(), item)
+        self.series[key] = s
+        return s
+
+    def append(self, key: str, x: float, y: float) -> None:
+        s = self.series[key]
+        s.buffer.append(x, y)
+        s.dirty = True
+
+    def redraw(self) -> None:
+        for s in self.series.values():
+            if s.dirty:
+                x, y = s.buffer.arrays()
+                s.item.setData(x, y)
+                s.dirty = False
+
+    def clear(self) -> None:
+        for s in self.series.values():
+            s.buffer.clear()
+            s.dirty = True
+
+    def point_count(self) -> int:
+        return sum(len(s.buffer) for s in self.series.values())
+
+    def set_overlay(self, text: str | None) -> None:
+        """A message drawn inside the plot (e.g. "No NVIDIA GPU detected"), or None to hide it."""
+        if text is None:
+            if self.overlay is not None:
+                self.overlay.setVisible(False)
+            return
+        if self.overlay is None:
+            self.overlay = pg.TextItem(text, color=(90, 90, 90), anchor=(0.5, 0.5))
+            self.overlay.setFont(self.font())
+            self.plot_item.getViewBox().addItem(self.overlay, ignoreBounds=True)
+            self.plot_item.getViewBox().sigResized.connect(self._place_overlay)
+            self.plot_item.getViewBox().sigRangeChanged.connect(self._place_overlay)
+        self.overlay.setText(text)
+        self.overlay.setVisible(True)
+        self._place_overlay()
+
+    def overlay_text(self) -> str | None:
+        if self.overlay is None or not self.overlay.isVisible():
+            return None
+        return self.overlay.toPlainText()
+
+    def _place_overlay(self, *_args: object) -> None:
+        if self.overlay is None:
+            return
+        (x0, x1), (y0, y1) = self.plot_item.getViewBox().viewRange()
+        self.overlay.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+
+    # -- export --------------------------------------------------------------------------------
+    def save_png(self, path: str | Path) -> Path:
+        from pyqtgraph.exporters import ImageExporter
+
+        self.redraw()
+        path = Path(path)
+        exporter = ImageExporter(self.plot_item)
+        exporter.parameters()["width"] = max(800, int(self.plot_widget.width()))
+        exporter.export(str(path))
+        return path
+
+    def save_csv(self, path: str | Path) -> Path:
+        """Long format: series, x (s), y; one row per buffered point."""
+        path = Path(path)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["series", "time_s", "value"])
+            for s in self.series.values():
+                x, y = s.buffer.arrays()
+                w.writerows((s.name, f"{a:.6g}", f"{b:.6g}") for a, b in zip(x, y, strict=True))
+        return path
+
+    def ask_save_png(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, f"Save {self.title} as PNG",
+                                              str(Path(self.default_dir) / f"{self.plot_widget.objectName()}.png"),
+                                              "PNG images (*.png)")
+        if path:
+            self.save_png(path)
+
+    def ask_save_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, f"Save {self.title} data as CSV",
+                                              str(Path(self.default_dir) / f"{self.plot_widget.objectName()}.csv"),
+                                              "CSV files (*.csv)")
+        if path:
+            self.save_csv(path)
+
+
+def has_nvidia_gpu() -> bool:
+    """True when NVML sees at least one NVIDIA GPU (cheap; used once at start-up)."""
+    from workbench.engine.telemetry import load_nvml
+
+    nvml = load_nvml()
+    if nvml is None:
+        return False
+    try:
+        nvml.nvmlInit()
+    except Exception:
+        return False
+    try:
+        return int(nvml.nvmlDeviceGetCount()) > 0
+    except Exception:
+        return False
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+class Dashboard(QWidget):
+    """The five live plots of a job: throughput, loss, accuracy, GPU and CPU/RAM.
+
+    ``add_metrics`` routes a batch of engine metric events into ring buffers; one QTimer redraws.
+    The timer runs only while a job is live (``start``/``stop``), so an idle app does no work.
+    """
+
+    redrawn = Signal()
+
+    def __init__(self, parent: QWidget | None = None, gpu_present: bool | None = None) -> None:
+        super().__init__(parent)
+        self.t0: float | None = None
+        self.gpu_present = has_nvidia_gpu() if gpu_present is None else gpu_present
+        self._gpu_seen = False
+        self.throughput = LivePlot("throughputPlot", "Throughput", "samples / s")
+        self.throughput.add_series("train", "training", "#1f77b4")
+        self.throughput.add_series("inference", "inference (benchmark)", "#d62728", symbol="o")
+        self.loss = LivePlot("lossPlot", "Training loss", "loss")
+        self.loss.add_series("loss", "train loss", "#ff7f0e")
+        self.loss.add_series("eval_loss", "eval loss", "#9467bd", symbol="s")
+        self.accuracy = LivePlot("accuracyPlot", "Eval accuracy", "accuracy %", y_range=(0, 100))
+        self.accuracy.add_series("eval_accuracy", "eval accuracy", "#2ca02c", symbol="o")
+        self.gpu = LivePlot("gpuPlot", "GPU", "% ", y_range=(0, 100))
+        self.gpu.add_series("util", "GPU utilisation %", "#2ca02c")
+        self.gpu.add_series("mem", "GPU memory used %", "#8c564b")
+        self.cpu = LivePlot("cpuPlot", "CPU and RAM", "%", y_range=(0, 100))
+        self.cpu.add_series("cpu", "CPU %", "#1f77b4")
+        self.cpu.add_series("ram", "RAM used %", "#e377c2")
+        self.plots: dict[str, LivePlot] = {"throughput": self.throughput, "loss": self.loss,
+                                           "accuracy": self.accuracy, "gpu": self.gpu, "cpu": self.cpu}
+        grid = QGridLayout(self)
+        grid.setContentsMargins(4, 4, 4, 4)
+        grid.setSpacing(6)
+        grid.addWidget(self.throughput, 0, 0)
+        grid.addWidget(self.loss, 0, 1)
+        grid.addWidget(self.accuracy, 0, 2)
+        grid.addWidget(self.cpu, 1, 0, 1, 2)
+        grid.addWidget(self.gpu, 1, 2)
+        if not self.gpu_present:
+            self.gpu.set_overlay(NO_GPU_TEXT)
+        self.timer = QTimer(self)
+        self.timer.setObjectName("dashboardRedrawTimer")
+        self.timer.setInterval(int(1000 / REDRAW_HZ))
+        self.timer.timeout.connect(self.redraw)
+
+    def set_default_dir(self, folder: str) -> None:
+        for p in self.plots.values():
+            p.default_dir = folder
+
+    def start(self) -> None:
+        """A job began: clear old curves, restart the clock, start redrawing."""
+        for p in self.plots.values():
+            p.clear()
+        self.t0 = None
+        self.redraw()
+        self.timer.start()
+
+    def stop(self) -> None:
+        """The job ended: draw the last points and stop the timer."""
+        self.timer.stop()
+        self.redraw()
+
+    def redraw(self) -> None:
+        for p in self.plots.values():
+            p.redraw()
+        self.redrawn.emit()
+
+    def add_metrics(self, events: Sequence[MetricEvent]) -> None:
+        for ev in events:
+            if self.t0 is None:
+                self.t0 = ev.t
+            x = ev.t - self.t0
+            v = ev.values
+            if ev.stage == "telemetry":
+                self._telemetry(x, v)
+            elif ev.stage.startswith("measure:") or ev.stage == "bench":
+                if "throughput" in v:
+                    self.throughput.append("inference", x, v["throughput"])
+            else:  # training stages (train, finetune, distill, ...)
+                if "samples_per_s" in v:
+                    self.throughput.append("train", x, v["samples_per_s"])
+                if "loss" in v:
+                    self.loss.append("loss", x, v["loss"])
+                if "eval_loss" in v:
+                    self.loss.append("eval_loss", x, v["eval_loss"])
+                if "eval_accuracy" in v:
+                    self.accuracy.append("eval_accuracy", x, 100.0 * v["eval_accuracy"])
+
+    def _telemetry(self, x: float, v: dict[str, float]) -> None:
+        if "cpu_percent" in v:
+            self.cpu.append("cpu", x, v["cpu_percent"])
+        if v.get("ram_total_bytes") and "ram_used_bytes" in v:
+            self.cpu.append("ram", x, 100.0 * v["ram_used_bytes"] / v["ram_total_bytes"])
+        if "gpu0_util_percent" in v:
+            if not self._gpu_seen:
+                self._gpu_seen = True
+                self.gpu.set_overlay(None)
+            self.gpu.append("util", x, v["gpu0_util_percent"])
+        if v.get("gpu0_mem_total_bytes") and "gpu0_mem_used_bytes" in v:
+            self.gpu.append("mem", x, 100.0 * v["gpu0_mem_used_bytes"] / v["gpu0_mem_total_bytes"])
