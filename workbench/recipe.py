@@ -140,16 +140,20 @@ class PruneSection(Section):
     finetune_epochs: int = Field(2, ge=0, le=1000)
     finetune_distill: bool = Field(False, description="Use the unpruned model as teacher while fine-tuning.")
     finetune_lr: float = Field(1e-3, gt=0.0, le=10.0)
+    finetune_temperature: float = Field(4.0, gt=0.0, le=100.0, description="KD temperature when finetune_distill.")
+    finetune_alpha: float = Field(0.7, ge=0.0, le=1.0, description="KD loss weight when finetune_distill.")
+    round_to: int = Field(1, ge=1, le=64, description="Structured: keep channel counts multiples of this (1 = off).")
 
 
 class DistillSection(Section):
     teacher: str = Field("", description="zoo:NAME, run:ID, or a model file path.")
-    teacher_weights: str = ""
+    teacher_weights: str = Field("", description="Weights for a zoo:/python teacher (.safetensors or .pt).")
+    teacher_width: float = Field(1.0, gt=0.0, le=8.0, description="Width multiplier of a zoo:NAME teacher.")
     teacher_epochs: int = Field(0, ge=0, description="Train the teacher first when it has no weights.")
     temperature: float = Field(4.0, gt=0.0, le=100.0)
     alpha: float = Field(0.7, ge=0.0, le=1.0)
     control: bool = Field(False, description="Also train the student alone for comparison.")
-    cache_teacher_logits: bool = True
+    cache_teacher_logits: bool = Field(True, description="Reuse teacher logits across epochs (only when data.augment = false).")
 
 
 class QuantizeSection(Section):

@@ -30,6 +30,9 @@ from workbench.recipe import ModelSection
 
 IMAGE_SHAPES = [(3, 32, 32), (1, 28, 28)]
 
+# the tests create TorchScript files on purpose; torch 2.9+ deprecates the API that writes them
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
+
 
 # ------------------------------------------------------------------------------------------
 # zoo
@@ -339,6 +342,7 @@ def test_export_source_is_not_trainable(tmp_path: Path) -> None:
     check_model_data_compat(loaded, 4, SHAPE)
     loaded.module.train()  # torch's .module() makes this raise; the rest of the engine calls it freely
     loaded.module.eval()
+    assert summarize(loaded.module, SHAPE).macs == 8 * 8 * 8 * 27 + 32
 
     # with a static batch, flatten becomes view(x, [2, 8]) and the graph only takes batch 2
     flat = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
@@ -431,6 +435,7 @@ def test_onnx_source(tmp_path: Path) -> None:
     assert "cannot be applied to an ONNX model" in msg
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_onnx_from_torch_dynamo_export(tmp_path: Path) -> None:
     path = tmp_path / "net.onnx"
     dynamic = ({0: torch.export.Dim("batch")},)
@@ -562,6 +567,29 @@ def test_pickled_object_is_refused_and_not_executed(tmp_path: Path) -> None:
     # the file really was dangerous: an unsafe load runs the payload
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+def test_export_archive_with_pickled_payload_is_refused(tmp_path: Path) -> None:
+    """torch.export.load unpickles sample inputs with weights_only=False: the loader must scan first."""
+    import io
+    import zipfile
+
+    good = tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(nn.Linear(4, 2), (torch.zeros(2, 4),)), str(good))
+    marker = tmp_path / "pwned.txt"
+    payload = io.BytesIO()
+    torch.save({"x": _Evil(marker)}, payload)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            zout.writestr(
+                item, payload.getvalue() if item.filename.endswith("sample_inputs/model.pt") else data
+            )
+    msg = _err(load_model, ModelSection(source="export", path=str(evil)), 2, (4,))
+    assert "evil.pt2: refused" in msg and "not executed" in msg
+    assert not marker.exists()
+    load_model(ModelSection(source="export", path=str(good)), 2, (4,))  # the untouched archive is fine
 
 
 def test_weights_that_do_not_fit(tmp_path: Path) -> None:

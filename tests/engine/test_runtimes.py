@@ -158,3 +158,17 @@ def test_cuda_runtimes_agree(onnx_model: tuple[torch.nn.Module, Path]) -> None:
         ort_rt = OrtRuntime(path, providers=["CUDAExecutionProvider"])
         np.testing.assert_allclose(ort_rt.predict(x), ref, rtol=1e-3, atol=1e-4)
         assert bench_runtime(ort_rt, SHAPE, [32], warmup=3, iters=10)[0].iters >= 10
+
+
+def test_compile_failure_on_first_call_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_compile(module: torch.nn.Module, mode: str = "default") -> object:
+        def fn(_x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("CppCompileError: C++ compile error\nhundreds of lines")
+
+        return fn
+
+    monkeypatch.setattr(shutil, "which", lambda _name: "/usr/bin/g++")
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    rt = TorchRuntime(_tiny_cnn(), compile=True)
+    with pytest.raises(WorkbenchError, match=r"^torch.compile failed: CppCompileError: C\+\+ compile error$"):
+        rt.predict(np.zeros((1, *SHAPE), np.float32))

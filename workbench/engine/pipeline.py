@@ -85,6 +85,9 @@ class Stage:
     name: str
     applies: Callable[[Recipe], bool]
     run: Callable[[RunContext], dict[str, Any]]
+    #: The stage trains the model itself (distillation: the student learns from a teacher), so the
+    #: pipeline skips its own [train] step and baseline measurement; the stage sets ``ctx.baseline``.
+    owns_training: bool = False
 
 
 #: Filled by technique modules, in the order they run (prune → distill → quantize → export).
@@ -185,11 +188,12 @@ def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
                              budget_bytes=int(recipe.batching.memory_budget_gb * 2**30),
                              safety_margin=recipe.batching.safety_margin, reporter=rep, cancel=ctx.cancel)
         ctx.summary["max_batch"] = res.to_dict()
-    if recipe.train.epochs > 0 and not benchmark_only:
-        _stage_train(ctx)
     stages = [] if benchmark_only else [s for s in OPTIMIZATION_STAGES if s.applies(recipe)]
+    owned = any(s.owns_training for s in stages)
+    if recipe.train.epochs > 0 and not benchmark_only and not owned:
+        _stage_train(ctx)
     train_sps = ctx.train_result.train_samples_per_s if ctx.train_result else None
-    if ctx.baseline is None:
+    if ctx.baseline is None and not owned:
         ctx.baseline = ctx.measure("baseline", module=ctx.module, onnx_path=ctx.onnx_path,
                                    train_samples_per_s=train_sps)
     ctx.store.update_summary(ctx.run_id, {**ctx.summary, "baseline": ctx.baseline})
@@ -215,7 +219,13 @@ def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
 
 def _stage_load(ctx: RunContext) -> None:
     from workbench.engine.data import load_dataset
-    from workbench.engine.models import check_model_data_compat, load_model, load_weights, summarize, summarize_onnx
+    from workbench.engine.models import (
+        check_model_data_compat,
+        load_model,
+        load_weights,
+        summarize,
+        summarize_onnx,
+    )
 
     recipe, rep = ctx.recipe, ctx.reporter
     rep.stage_started("load")

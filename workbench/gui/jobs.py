@@ -17,6 +17,7 @@ cooperative (the engine checks the token every batch); ``QThread.terminate`` is 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import traceback
@@ -38,6 +39,7 @@ JobFn = Callable[[Reporter, CancelToken], Any]
 #: Every QThread a job started that has not finished yet (tests assert it is empty afterwards).
 _LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
+_JOB_IDS = itertools.count(1)
 
 
 def live_threads() -> list[QThread]:
@@ -186,6 +188,9 @@ class Job(QObject):
 
     Signals are re-emitted from here so callers can connect before the thread starts and never
     see the worker (which lives on the other thread and is deleted when it ends).
+
+    Callers that connect lambdas should capture ``job.id`` (an int), not the job: a job referenced
+    from its own connections forms a cycle that Python's GC may free on the wrong thread.
     """
 
     started = Signal(str)
@@ -199,10 +204,12 @@ class Job(QObject):
     runStarted = Signal(int, str)
     stageStarted = Signal(str, int)
     stageFinished = Signal(str, object)
-    ended = Signal()  # the thread has stopped; the job is gone from the manager
+    settled = Signal(object)  # self, right after ``finished`` (for the manager)
+    ended = Signal(object)  # self: the thread has stopped; the manager forgets the job
 
-    def __init__(self, name: str, fn: JobFn, key: str, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, name: str, fn: JobFn, key: str) -> None:
+        super().__init__()
+        self.id = next(_JOB_IDS)
         self.name = name
         self.key = key
         self.cancel_token = CancelToken()
@@ -252,13 +259,14 @@ class Job(QObject):
     def _on_worker_finished(self, result: object) -> None:
         self.done = True
         self.finished.emit(result)
+        self.settled.emit(self)
 
     @Slot()
     def _on_thread_finished(self) -> None:
+        self.thread.wait()  # 'finished' is emitted just before the thread exits: let it exit fully
         with _LIVE_LOCK:
             _LIVE_THREADS.discard(self.thread)
-        self.thread.deleteLater()
-        self.ended.emit()
+        self.ended.emit(self)
 
 
 class JobManager(QObject):
@@ -279,6 +287,8 @@ class JobManager(QObject):
         super().__init__(parent)
         self._jobs: dict[str, Job] = {}
         self._all: list[Job] = []
+        # Ended jobs are released at the next start/shutdown, never inside their own signal dispatch.
+        self._ended: list[Job] = []
 
     @property
     def busy(self) -> bool:
@@ -296,25 +306,27 @@ class JobManager(QObject):
 
     def start(self, name: str, fn: JobFn, *, key: str = EXCLUSIVE) -> Job:
         """Run ``fn(reporter, cancel)`` on a new thread. Connect to the returned job's signals at once."""
+        self._ended.clear()
         old = self._jobs.get(key)
         if old is not None and not old.done:
             if key == self.EXCLUSIVE:
                 raise RuntimeError(f"a job is already running ({old.name}); stop it first")
             old.cancel()  # superseded helper: its result is stale
-        job = Job(name, fn, key, parent=self)
+        job = Job(name, fn, key)
         self._jobs[key] = job
         self._all.append(job)
-        job.finished.connect(lambda _r, j=job: self._on_finished(j))
-        job.ended.connect(lambda j=job: self._on_ended(j))
+        job.settled.connect(self._on_finished)
+        job.ended.connect(self._on_ended)
         job.start()
         self.jobStarted.emit(job)
         if key == self.EXCLUSIVE:
             self.busyChanged.emit(True)
         return job
 
-    def is_current(self, job: Job) -> bool:
-        """False once a newer job with the same key replaced this one (drop its result)."""
-        return self._jobs.get(job.key) is job and not job.cancelled
+    def is_current(self, job: Job | int) -> bool:
+        """False once a newer job with the same key replaced this one, or it was cancelled (drop its result)."""
+        job_id = job if isinstance(job, int) else job.id
+        return any(j.id == job_id and not j.cancelled for j in self._jobs.values())
 
     def cancel_all(self) -> None:
         for job in self._all:
@@ -329,6 +341,10 @@ class JobManager(QObject):
             ok = job.wait(max(0.0, deadline - time.monotonic())) and ok
         return ok
 
+    def release_ended(self) -> None:
+        """Drop the handles of jobs whose thread has ended (called outside their signal dispatch)."""
+        self._ended.clear()
+
     def _on_finished(self, job: Job) -> None:
         if job.key == self.EXCLUSIVE and self._jobs.get(job.key) is job:
             self.busyChanged.emit(False)
@@ -336,9 +352,9 @@ class JobManager(QObject):
     def _on_ended(self, job: Job) -> None:
         if job in self._all:
             self._all.remove(job)
+            self._ended.append(job)
         if self._jobs.get(job.key) is job:
             del self._jobs[job.key]
-        job.deleteLater()
 
 
 class EtaEstimator:

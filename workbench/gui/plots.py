@@ -8,6 +8,7 @@ re-added; downsampling ('peak') and clip-to-view keep each redraw cheap.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -244,10 +245,8 @@ def has_nvidia_gpu() -> bool:
     except Exception:
         return False
     finally:
-        try:
+        with contextlib.suppress(Exception):
             nvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 class Dashboard(QWidget):
@@ -264,7 +263,9 @@ class Dashboard(QWidget):
         self.t0: float | None = None
         self.gpu_present = has_nvidia_gpu() if gpu_present is None else gpu_present
         self._gpu_seen = False
-        self.throughput = LivePlot("throughputPlot", "Throughput", "samples / s")
+        self.throughput = LivePlot("throughputPlot", "Throughput (log scale)", "samples / s")
+        # Training and inference throughput differ by 10-100x: a log axis keeps both readable.
+        self.throughput.plot_item.setLogMode(y=True)
         self.throughput.add_series("train", "training", "#1f77b4")
         self.throughput.add_series("inference", "inference (benchmark)", "#d62728", symbol="o")
         self.loss = LivePlot("lossPlot", "Training loss", "loss")
@@ -326,10 +327,10 @@ class Dashboard(QWidget):
             if ev.stage == "telemetry":
                 self._telemetry(x, v)
             elif ev.stage.startswith("measure:") or ev.stage == "bench":
-                if "throughput" in v:
+                if v.get("throughput", 0) > 0:  # log axis: only positive values
                     self.throughput.append("inference", x, v["throughput"])
             else:  # training stages (train, finetune, distill, ...)
-                if "samples_per_s" in v:
+                if v.get("samples_per_s", 0) > 0:
                     self.throughput.append("train", x, v["samples_per_s"])
                 if "loss" in v:
                     self.loss.append("loss", x, v["loss"])

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtGui import QFontMetrics, QImage, QPixmap
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 
@@ -95,10 +95,13 @@ class ThumbnailStrip(QScrollArea):
             else:
                 pic.setText("(table\nrow)")
                 pic.setStyleSheet("color: #777; border: 1px dashed #bbb;")
-            text = QLabel(label)
+            text = QLabel()
+            font = text.font()
+            font.setPointSizeF(8.0)
+            text.setFont(font)
             text.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            text.setFixedWidth(self.THUMB + 8)
-            text.setStyleSheet("font-size: 8pt;")
+            text.setFixedWidth(self.THUMB + 12)
+            text.setText(QFontMetrics(text.font()).elidedText(label, Qt.TextElideMode.ElideRight, self.THUMB + 10))
             text.setToolTip(label)
             col.addWidget(pic, 0, Qt.AlignmentFlag.AlignHCenter)
             col.addWidget(text)

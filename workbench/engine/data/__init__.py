@@ -1,10 +1,13 @@
 """Data: sources (default shapes, synthetic, image folder, csv, npz, mnist), transforms, loaders."""
 
-from workbench.engine.data.default_dataset import CLASS_NAMES as DEFAULT_CLASS_NAMES
+from workbench.engine.data.default_dataset import CLASS_NAMES as _GENERATION_ORDER
 from workbench.engine.data.default_dataset import ensure_default_dataset
 from workbench.engine.data.loader import build_loader, measure_loader_throughput
 from workbench.engine.data.sources import DatasetBundle, load_dataset, sample_previews
 from workbench.engine.data.transforms import ImageTransform
+
+# Class names of the default set in label order (the image-folder loader sorts class folders).
+DEFAULT_CLASS_NAMES: list[str] = sorted(_GENERATION_ORDER)
 
 __all__ = [
     "DEFAULT_CLASS_NAMES",

@@ -18,6 +18,17 @@ N times the memory. Caching is skipped (with a note in ``cache_note``) when the 
 harmless. ``preload()`` decodes everything up front with a thread pool if you prefer to pay once.
 
 Array sources (npz, mnist, csv, synthetic) live in memory anyway; ``data.cache`` does not apply.
+They keep their native image size (``data.image_size`` applies to image folders and the default set).
+
+File layouts:
+- npz: ``np.load(allow_pickle=False)``; arrays ``x_train``/``y_train`` (+ ``x_test``/``y_test``, which
+  then define the eval split) or one of the pairs in ``NPZ_PAIRS`` (x/y, X/y, images/labels,
+  data/target, data/targets, inputs/targets). 2-D x is tabular; (N,H,W), NHWC or NCHW is images
+  (uint8 is scaled and normalised, float is used as is). Object arrays are refused.
+- mnist: a folder with ``train-images-idx3-ubyte[.gz]`` + ``train-labels-idx1-ubyte[.gz]`` (optional
+  ``t10k-*`` pair = eval split), or the path of an images file with its labels file beside it.
+- csv: header row; every column except ``data.label_column`` must be numeric; labels may be ints
+  or strings (classes are the sorted unique values). Features are standardised with train stats.
 """
 
 from __future__ import annotations
@@ -395,8 +406,19 @@ def _scan_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, names
 
 
-def _validate_images(paths: Sequence[Path]) -> None:
-    """Open every file's header (cheap: no pixel decoding) so broken files fail before training."""
+VALIDATE_ALL_UP_TO = 20_000
+
+
+def _validate_images(paths: Sequence[Path], seed: int = 0) -> None:
+    """Open file headers (no pixel decoding, ~60 us each) so broken files fail before training.
+
+    Up to ``VALIDATE_ALL_UP_TO`` files every header is checked; beyond that a seeded sample of that
+    size is (a full pass over a million files would take minutes), and the rest are caught lazily
+    when decoded (still a one-line DataLoadError naming the file).
+    """
+    if len(paths) > VALIDATE_ALL_UP_TO:
+        pick = np.random.default_rng(seed).choice(len(paths), VALIDATE_ALL_UP_TO, replace=False)
+        paths = [paths[i] for i in np.sort(pick)]
     for p in paths:
         try:
             with Image.open(p) as im:
@@ -415,7 +437,7 @@ def _load_image_folder(
         paths = [paths[i] for i in keep]
         targets = targets[keep]
     if validate:
-        _validate_images(paths)
+        _validate_images(paths, section.seed)
     tr, ev = stratified_split(targets, section.eval_fraction, section.seed)
     _check_split(tr, ev, str(root))
     s = section.image_size

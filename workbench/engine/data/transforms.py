@@ -119,11 +119,28 @@ class ImageTransform:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         was_uint8 = x.dtype == torch.uint8
         if self.augment:
-            x = random_crop(x, tuple(x.shape[-2:]), self.padding)  # type: ignore[arg-type]
-            x = random_hflip(x)
-        if was_uint8 and self.normalize:
-            return normalize(x, self.mean, self.std)
-        return to_float(x)
+            if x.dim() == 3:
+                x = self._augment_one(x)
+            else:
+                x = random_hflip(random_crop(x, tuple(x.shape[-2:]), self.padding))  # type: ignore[arg-type]
+        if not (was_uint8 and self.normalize):
+            return to_float(x)
+        if len(self.mean) == 1 and len(self.std) == 1:
+            # Fused: (x / 255 - m) / s == x * (1 / (255 s)) - m / s, two in-place ops on one copy.
+            return x.to(torch.float32).mul_(1.0 / (255.0 * self.std[0])).sub_(self.mean[0] / self.std[0])
+        return normalize(x, self.mean, self.std)
+
+    def _augment_one(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad + crop + flip for one image with a single RNG draw (per-sample calls are overhead-bound)."""
+        p = self.padding
+        h, w = x.shape[-2:]
+        span = 2 * p + 1
+        r = int(torch.randint(0, span * span * 2, ()))
+        flip, r = divmod(r, span * span)
+        i, j = divmod(r, span)
+        if p:
+            x = F.pad(x, (p, p, p, p))[:, i : i + h, j : j + w]
+        return x.flip(-1) if flip else x
 
     def describe(self) -> dict[str, object]:
         """What a deployed model needs to reproduce eval preprocessing (recorded with exports)."""

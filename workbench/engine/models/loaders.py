@@ -6,6 +6,10 @@ content, class not found, constructor error, shape mismatch) becomes a one-line
 
 Safety: ``.pt``/``.pth`` weights are read with ``torch.load(weights_only=True)``, so a file holding
 pickled code is refused without running it; ONNX external data must stay inside the model's folder.
+``torch.export.load`` itself unpickles parts of a .pt2 with ``weights_only=False`` (and would load
+AOTInductor libraries), so a .pt2 is scanned first and refused unless all of it is plain data.
+``torch.jit.load`` has no safe mode (torch warns crafted TorchScript can run code), so, like a
+``python`` source, a TorchScript file must come from someone the user trusts.
 A ``python`` source *does* execute the given .py file: that is the point of it, and the user chose
 the file.
 
@@ -27,11 +31,15 @@ import contextlib
 import hashlib
 import importlib.util
 import inspect
+import io
+import json
+import logging
 import os
 import pickle
 import sys
+import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,8 +93,8 @@ def _first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception message, prefixed with its type name."""
     text = str(exc).strip()
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    if len(line) > 300:
-        line = line[:297] + "..."
+    if len(line) > 200:
+        line = line[:197] + "..."
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
@@ -104,6 +112,18 @@ def _check_file(path: str | Path, what: str, hint: str) -> Path:
     if p.stat().st_size == 0:
         raise ModelLoadError(f"{p}: file is empty; {hint}")
     return p
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library logger that prints tracebacks for errors we turn into one line anyway."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def _shape_str(shape: tuple[Any, ...] | list[Any] | torch.Size) -> str:
@@ -151,7 +171,7 @@ def _import_file(path: Path) -> Any:
     """Import a .py file under a unique module name (so two files called model.py never clash)."""
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     stem = "".join(ch if ch.isalnum() else "_" for ch in path.stem)
-    name = f"workbench_user_models.{stem}_{digest}"
+    name = f"workbench_user_model_{stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ModelLoadError(
@@ -235,7 +255,9 @@ def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, .
             f"{path}: not a TorchScript archive (not a zip; truncated or another format); {hint}"
         )
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # the user chose TorchScript
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         text = str(exc)
         if "constants.pkl" in text or "code/" in text:
@@ -249,6 +271,48 @@ def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, .
     )
 
 
+def _check_pt2_safe(path: Path, zf: zipfile.ZipFile) -> None:
+    """Refuse a .pt2 that would make ``torch.export.load`` run code.
+
+    torch.export.load unpickles some members with ``weights_only=False`` (sample inputs, weights
+    and constants marked ``use_pickle``, opaque objects) and loads AOTInductor shared libraries.
+    We let it read an archive only if every pickled member also loads with ``weights_only=True``
+    (tensors and plain containers) and there are no custom/opaque objects or compiled code.
+    """
+    refuse = f"{path}: refused: this torch.export archive"
+    names = zf.namelist()
+    for name in names:
+        parts = name.split("/")
+        rel = "/".join(parts[1:])  # members live under one root folder named after the archive
+        base = parts[-1]
+        if rel.startswith(("data/aotinductor/", "data/executorch/", "data/mtia")):
+            raise ModelLoadError(f"{refuse} holds compiled code ({rel}), which Workbench does not load")
+        if base.startswith(("custom_obj_", "opaque_obj_")):
+            raise ModelLoadError(
+                f"{refuse} holds pickled Python objects ({rel}), which were not executed; "
+                "export a model whose constants are plain tensors"
+            )
+        if name.endswith(".pt"):
+            _require_weights_only(zf.read(name), path, rel)
+        if name.endswith("_config.json") and ("/data/weights/" in name or "/data/constants/" in name):
+            folder = name.rsplit("/", 1)[0]
+            config = json.loads(zf.read(name)).get("config", {})
+            for entry in config.values():
+                if isinstance(entry, dict) and entry.get("use_pickle"):
+                    member = f"{folder}/{entry.get('path_name', '')}"
+                    _require_weights_only(zf.read(member), path, member.split("/", 1)[-1])
+
+
+def _require_weights_only(data: bytes, path: Path, member: str) -> None:
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        raise ModelLoadError(
+            f"{path}: refused: member {member} of this torch.export archive is not plain tensor data "
+            "(it holds pickled Python objects, which were not executed); re-export the model with torch.export.save"
+        ) from None
+
+
 def _load_export(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
     hint = "save one with torch.export.save(torch.export.export(model, (example,)), 'model.pt2')"
     path = _check_file(path_str, "torch.export archive", hint)
@@ -257,7 +321,17 @@ def _load_export(path_str: str, num_classes: int, input_shape: tuple[int, ...]) 
             f"{path}: not a torch.export archive (not a zip; truncated or another format); {hint}"
         )
     try:
-        program = torch.export.load(str(path))
+        with zipfile.ZipFile(path) as zf:
+            if not any(n.endswith("archive_format") for n in zf.namelist()):
+                raise ModelLoadError(
+                    f"{path}: not a torch.export archive (looks like a torch.save or TorchScript file); {hint}"
+                )
+            _check_pt2_safe(path, zf)
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: corrupt torch.export archive ({_first_line(exc)}); {hint}") from None
+    try:
+        with _quiet_logger("torch.export"):  # it logs a full traceback before raising
+            program = torch.export.load(str(path))
         module = program.module()
     except Exception as exc:
         raise ModelLoadError(
@@ -565,8 +639,6 @@ def check_model_data_compat(loaded: LoadedModel, num_classes: int, input_shape: 
             f"model {name} {_first_layer_hint(module)} but data gives {_shape_str(shape)} "
             f"(forward failed: {_first_line(exc)})"
         ) from None
-        if loaded.kind == "export":
-            _probe_fixed_batch(module, shape, dtype, device, name)
     finally:
         module.train(was_training)
     if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
@@ -587,6 +659,8 @@ def check_model_data_compat(loaded: LoadedModel, num_classes: int, input_shape: 
             f"model {name} outputs {out.shape[-1]} classes but data has {num_classes}; "
             "match the model's head to the data (zoo models follow the data automatically)"
         )
+    if loaded.kind == "export":
+        _probe_fixed_batch(module, shape, dtype, device, name)
 
 
 def _probe_fixed_batch(
@@ -594,7 +668,9 @@ def _probe_fixed_batch(
 ) -> None:
     """A torch.export graph exported without a dynamic batch dim only takes its example batch size."""
     problem = ""
+    was_training = module.training
     try:
+        module.eval()
         with torch.no_grad():
             out = module(torch.zeros((3, *shape), dtype=dtype, device=device))
         if isinstance(out, tuple | list) and out:
@@ -603,6 +679,8 @@ def _probe_fixed_batch(
             problem = f"batch of 3 gave output {_shape_str(tuple(out.shape))}"
     except Exception as exc:
         problem = _first_line(exc)
+    finally:
+        module.train(was_training)
     if problem:
         raise ModelLoadError(
             f"model {name} takes batch size 2 but not 3 ({problem}): it was exported with a fixed "

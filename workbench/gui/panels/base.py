@@ -174,11 +174,17 @@ class RecipePanel(QWidget):
     def on_recipe_validated(self, recipe: Recipe) -> None:
         """The whole recipe validated after an edit or a load: start derived work (summaries)."""
 
+    def on_recipe_invalid(self) -> None:
+        """The recipe stopped validating: mark derived views (summaries) as out of date."""
+
     def sync_states(self) -> None:
         """Controls were loaded or edited: update visibility and enabled states that depend on them."""
 
     def shutdown(self) -> None:
         """Stop the panel's timers (the window's single shutdown path calls this)."""
+
+    def set_busy(self, busy: bool) -> None:
+        """An exclusive job (run, benchmark, search) started or ended: disable buttons that start one."""
 
     # -- schema ------------------------------------------------------------------------------------
     @classmethod

@@ -119,6 +119,9 @@ class BatchingPanel(RecipePanel):
             "Not applied.")
         self.apply_button.setEnabled(True)
 
+    def set_busy(self, busy: bool) -> None:
+        self.find_button.setEnabled(not busy)
+
     def apply_suggestion(self) -> None:
         if self.suggested:
             self.batch.setValue(min(self.suggested, self.batch.maximum()))

@@ -125,15 +125,15 @@ class DataPanel(RecipePanel):
         section, self._pending = self._pending, None
         self.preview_status.setText("Samples: reading in the background…")
         job = self.host.jobs.start("Data previews", previews_job(section), key="data_previews")
-        job.finished.connect(lambda result, j=job: self._on_previews(j, result))
-        job.errored.connect(lambda msg, _tb, j=job: self._on_error(j, msg))
+        job.finished.connect(lambda result, jid=job.id: self._on_previews(jid, result))
+        job.errored.connect(lambda msg, _tb, jid=job.id: self._on_error(jid, msg))
 
-    def _on_error(self, job: Any, message: str) -> None:
+    def _on_error(self, job: int, message: str) -> None:
         if self.host is not None and self.host.jobs.is_current(job):
             self.thumbs.clear()
             self.preview_status.setText(f"<span style='color:#b3261e'>Cannot read the data: {message}</span>")
 
-    def _on_previews(self, job: Any, result: object) -> None:
+    def _on_previews(self, job: int, result: object) -> None:
         if result is None or self.host is None or not self.host.jobs.is_current(job):
             return
         items, desc = result  # type: ignore[misc]

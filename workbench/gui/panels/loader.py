@@ -40,7 +40,7 @@ class LoaderPanel(RecipePanel):
             self.pin.setToolTip("Disabled: no CUDA device on this machine. Pinned memory only speeds up "
                                 "host→GPU copies, so it would just lock RAM here.")
         workers = self.widget("num_workers").value()
-        for w, what in ((self.prefetch, "Prefetch factor"), (self.persistent, "Persistent workers")):
+        for w, _what in ((self.prefetch, "Prefetch factor"), (self.persistent, "Persistent workers")):
             w.setEnabled(workers > 0)
         if workers == 0:
             self.prefetch.setToolTip("Prefetch factor applies only with workers > 0 (no worker, nothing "

@@ -137,7 +137,9 @@ class ModelPanel(RecipePanel):
         self.layer_table.setMinimumHeight(220)
         header = self.layer_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
+        self.layer_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.layer_table.setToolTip("Leaf layers in execution order. MACs count matrix work (conv, linear, "
                                     "attention); element-wise ops are ignored, as in papers.")
         self.add_widget(self.layer_table)
@@ -199,16 +201,24 @@ class ModelPanel(RecipePanel):
         self.summary_status.setText("Summary: waiting for the choice to settle…")
         self.debounce.start()
 
+    def on_recipe_invalid(self) -> None:
+        self.debounce.stop()
+        self._pending = None
+        self._summary_key = ""
+        if self.summary is not None:
+            self.summary_status.setText("<span style='color:#777'>Showing the last valid model; fix the "
+                                        "recipe errors to update the summary.</span>")
+
     def _start_summary(self) -> None:
         if self.host is None or self._pending is None:
             return
         recipe, self._pending = self._pending, None
         self.summary_status.setText("Summary: computing in the background…")
         job = self.host.jobs.start("Model summary", summary_job(recipe), key="model_summary")
-        job.finished.connect(lambda result, j=job: self._on_summary(j, result))
-        job.errored.connect(lambda msg, _tb, j=job: self._on_summary_error(j, msg))
+        job.finished.connect(lambda result, jid=job.id: self._on_summary(jid, result))
+        job.errored.connect(lambda msg, _tb, jid=job.id: self._on_summary_error(jid, msg))
 
-    def _on_summary_error(self, job: Any, message: str) -> None:
+    def _on_summary_error(self, job: int, message: str) -> None:
         if self.host is not None and self.host.jobs.is_current(job):
             self.summary = None
             self.summary_status.setText(f"<span style='color:#b3261e'>Cannot summarise this model: "
@@ -216,7 +226,7 @@ class ModelPanel(RecipePanel):
             self.summary_label.clear()
             self.layer_table.setRowCount(0)
 
-    def _on_summary(self, job: Any, result: object) -> None:
+    def _on_summary(self, job: int, result: object) -> None:
         if result is None or self.host is None or not self.host.jobs.is_current(job):
             return
         summary, label, shape = result  # type: ignore[misc]

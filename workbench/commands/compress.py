@@ -1,0 +1,76 @@
+"""``workbench sensitivity RECIPE``: which layers can be pruned cheaply, and which should be skipped.
+
+Pruning and distillation themselves run through ``workbench run`` (the ``[prune]`` and
+``[distill]`` recipe sections); this module adds the analysis that helps write those sections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from workbench.cli import CliReporter, add_command
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number between 0 and 1, e.g. 0.5") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the ratio must be between 0 and 1 (exclusive), e.g. 0.5")
+    return value
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = ("Prune each layer group alone at --ratio (no fine-tuning) and report the eval accuracy "
+                     "drop; put the most sensitive groups into prune.skip_layers.")
+    p.add_argument("recipe")
+    p.add_argument("--ratio", type=_ratio, default=None, help="fraction of channels to remove (default: prune.ratio "
+                   "or 0.5)")
+    p.add_argument("--max-drop", type=float, default=1.0, help="suggest skipping groups losing more points than this")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def handler(args: argparse.Namespace) -> int:
+    from workbench.engine.events import CancelToken
+    from workbench.engine.sensitivity import sensitivity_for_recipe
+    from workbench.engine.store import RunStore
+    from workbench.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    cancel = CancelToken()
+    with RunStore() as store, CliReporter(quiet=args.json) as reporter:
+        try:
+            result = sensitivity_for_recipe(recipe, ratio=args.ratio, store=store, reporter=reporter, cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.cancel()
+            print("cancelled", file=sys.stderr)
+            return 130
+    suggested = result.most_sensitive(args.max_drop)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "suggested_skip_layers": suggested}))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Pruning sensitivity: {result.model}, {result.ratio:.0%} of channels per group "
+                        f"({result.importance}); unpruned accuracy {result.base_accuracy:.2%}")
+    for col in ("Group (root layer)", "Type", "Coupled layers", "Channels", "Removed", "Params removed",
+                "Accuracy", "Drop (pts)"):
+        table.add_column(col, justify="left" if col.startswith("Group") or col == "Type" else "right")
+    for r in result.rows:
+        style = "red" if r.drop > args.max_drop else None
+        table.add_row(r.group, r.type, str(r.coupled_layers), str(r.channels), str(r.channels_removed),
+                      f"{r.params_removed:,}", f"{r.accuracy:.2%}", f"{r.drop:+.2f}", style=style)
+    console = Console()
+    console.print(table)
+    if suggested:
+        console.print(f"suggested: [prune] skip_layers = {json.dumps(suggested)}  (drop > {args.max_drop:g} points)")
+    else:
+        console.print(f"no group loses more than {args.max_drop:g} points at this ratio")
+    return 0
+
+
+add_command("sensitivity", configure, handler)

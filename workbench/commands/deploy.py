@@ -1,0 +1,247 @@
+"""`workbench export` and `workbench quantize`: deployment from the command line.
+
+    workbench export RUN_ID|RECIPE [--formats onnx,pt2,safetensors] [--bundle DIR] [--force]
+                                   [--quantize keep|none|dynamic|static|fp16] [--no-bench] [--json]
+    workbench quantize MODEL.onnx --method dynamic|static|fp16 [--calib DATA] [--samples N]
+                                  [--calibration minmax|entropy|percentile] [--no-per-channel]
+                                  [--out OUT.onnx] [--shape 3,32,32] [--batch 32] [--data DATA]
+                                  [--bench] [--force] [--json]
+
+``export RUN_ID`` re-creates the run's model from its stored recipe and trained weights (no
+training), then runs the quantize (as in that run, unless ``--quantize`` says otherwise) and
+export stages as a new, recorded run; ``export RECIPE`` runs the recipe with the export settings
+given. ``quantize`` works on any single-input ONNX file, including models Workbench has never
+seen: with ``--calib`` it calibrates on that data, otherwise on synthetic inputs (and says that
+ranges from noise are rough).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from workbench.cli import add_command, fail
+from workbench.errors import WorkbenchError
+
+
+def _configure_export(p: argparse.ArgumentParser) -> None:
+    p.description = "Export a run's model (or a recipe's) to ONNX/pt2/safetensors and write a deployment bundle"
+    p.add_argument("source", help="a run ID (see `workbench runs`) or a recipe .toml file")
+    p.add_argument("--formats", default="", help="comma list of onnx,pt2,safetensors (default: the recipe's, "
+                   "else onnx)")
+    p.add_argument("--bundle", default=None, metavar="DIR", help="write a deployment bundle folder here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing bundle folder")
+    p.add_argument("--quantize", default="keep", choices=["keep", "none", "dynamic", "static", "fp16"],
+                   help="quantize before export (keep = as the run/recipe did)")
+    p.add_argument("--opset", type=int, default=None)
+    p.add_argument("--no-bench", action="store_true", help="skip latency measurement (accuracy and parity only)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results")
+
+
+def _recipe_for_export(args: argparse.Namespace) -> Any:
+    from workbench.engine.store import RunStore
+    from workbench.recipe import ExportSection, QuantizeSection, load_recipe, loads_recipe
+
+    src = str(args.source)
+    if src.isdigit() and not Path(src).exists():
+        with RunStore() as store:
+            run = store.get_run(int(src))
+        if run is None:
+            raise WorkbenchError(f"no run with ID {src} (see `workbench runs`)")
+        recipe = loads_recipe(run.recipe, f"run {src}")
+        if recipe.model.source == "onnx":
+            pass  # the ONNX file is the model; nothing to re-load
+        else:
+            if recipe.prune is not None or recipe.distill is not None:
+                raise WorkbenchError(f"run {src} used pruning/distillation, which changes the model; export it by "
+                                     "adding an [export] section to its recipe and running that")
+            recipe.model.weights = f"run:{src}"
+        recipe.train.epochs = 0
+        recipe.name = f"{recipe.name}-export"
+    else:
+        recipe = load_recipe(src)
+    export = recipe.export or ExportSection()
+    if args.formats:
+        export.formats = [f.strip() for f in args.formats.split(",") if f.strip()]  # validated by pydantic
+    if args.bundle is not None:
+        export.bundle_dir = args.bundle
+    if args.force:
+        export.force = True
+    if args.opset is not None:
+        export.opset = args.opset
+    recipe.export = export
+    if args.quantize == "none":
+        recipe.quantize = None
+    elif args.quantize != "keep":
+        recipe.quantize = (recipe.quantize or QuantizeSection()).model_copy(update={"method": args.quantize})
+    if args.no_bench:
+        recipe.bench.enabled = False
+    return recipe
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from workbench.cli import CliReporter, print_summary
+    from workbench.engine.bundle import check_bundle_target, resolve_bundle_dir
+    from workbench.engine.events import CancelToken
+    from workbench.engine.pipeline import run_recipe
+    from workbench.engine.store import RunStore
+
+    try:
+        recipe = _recipe_for_export(args)
+    except ValueError as exc:  # pydantic validation of --formats
+        return fail(f"--formats {args.formats!r}: {str(exc).splitlines()[-1].strip()}")
+    if recipe.export.bundle_dir:  # refuse before loading and measuring anything
+        check_bundle_target(resolve_bundle_dir(recipe.export.bundle_dir), recipe.export.force)
+    cancel = CancelToken()
+    with RunStore() as store, CliReporter(quiet=args.json) as reporter:
+        try:
+            outcome = run_recipe(recipe, store=store, reporter=reporter, cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.cancel()
+            print("cancelled", file=sys.stderr)
+            return 130
+    export_rec = next((s for s in outcome.summary.get("stages", []) if s.get("name") == "export"), {})
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "error": outcome.error or None,
+                          "bundle": export_rec.get("bundle"), "formats": export_rec.get("formats"),
+                          "baseline": outcome.summary.get("baseline"), "final": outcome.summary.get("final"),
+                          "stages": outcome.summary.get("stages")}, default=str))
+    elif outcome.status == "completed":
+        print_summary(outcome.summary)
+        for fmt, rec in (export_rec.get("formats") or {}).items():
+            p = rec["parity"]
+            print(f"{fmt}: {rec['path']} ({rec['size_bytes'] / 1e6:.2f} MB), max abs error {p['max_abs_err']:.2e}, "
+                  f"top-1 agreement {p['top1_agreement'] * 100:.2f} %")
+        if export_rec.get("bundle"):
+            print(f"bundle: {export_rec['bundle']}")
+    if outcome.status == "failed":
+        print(f"error: {outcome.error}", file=sys.stderr)
+        return 1 if outcome.traceback_path is not None else 2
+    return 130 if outcome.status == "cancelled" else 0
+
+
+# ----------------------------------------------------------------------------------- quantize
+
+
+def _configure_quantize(p: argparse.ArgumentParser) -> None:
+    from workbench.cli import _int_list
+
+    p.description = "Quantize any single-input ONNX model with onnxruntime (dynamic, static QDQ, or fp16)"
+    p.add_argument("model", help="an .onnx file")
+    p.add_argument("--method", default="dynamic", choices=["dynamic", "static", "fp16"])
+    p.add_argument("--out", default="", help="output .onnx (default: MODEL.<method>.onnx next to the input)")
+    p.add_argument("--calib", default="", metavar="DATA",
+                   help="calibration data for static: .npy of model inputs, .npz/.csv, or an image folder")
+    p.add_argument("--samples", type=int, default=256, help="calibration samples (static)")
+    p.add_argument("--calibration", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--no-per-channel", action="store_true", help="per-tensor weight scales")
+    p.add_argument("--no-preprocess", action="store_true", help="skip quant_pre_process")
+    p.add_argument("--exclude-nodes", default="", help="comma list of ONNX node names to keep in float")
+    p.add_argument("--shape", default="", help="input shape without batch, for symbolic dims, e.g. 3,32,32")
+    p.add_argument("--batch", type=int, default=32, help="batch size for calibration and parity inputs")
+    p.add_argument("--data", default="", help="labelled data (.npz/.csv/image folder): report accuracy before/after")
+    p.add_argument("--bench", action="store_true", help="also time float and quantized models")
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 64], help="with --bench")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--json", action="store_true")
+
+
+def _calibration_from(path: str, shape: tuple[int, ...], samples: int, batch: int) -> list[Any]:
+    import numpy as np
+
+    from workbench.engine.bench_model import load_labelled_data
+    from workbench.engine.quantize import calibration_batches
+
+    p = Path(path).expanduser()
+    if p.suffix.lower() == ".npy":
+        try:
+            x = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise WorkbenchError(f"{p}: cannot read .npy calibration inputs ({exc})") from None
+        if tuple(x.shape[1:]) != tuple(shape):
+            raise WorkbenchError(f"{p}: calibration array has shape {list(x.shape)}; the model takes "
+                                 f"[N, {', '.join(map(str, shape))}]")
+        x = x[:samples].astype(np.float32)
+        return [x[i:i + batch] for i in range(0, len(x), batch)]
+    _, bundle = load_labelled_data(p, shape)
+    return calibration_batches(bundle.train, bundle.eval, samples, batch)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from workbench.engine.bench_model import bench_model_file, evaluate_file, load_labelled_data, open_model_file
+    from workbench.engine.export import ort_predict_fn, parity
+    from workbench.engine.pipeline import _file_size
+    from workbench.engine.quantize import cpu_has_vnni, quantize_onnx, synthetic_batches
+    from workbench.engine.runtimes import OrtRuntime
+
+    mf = open_model_file(args.model, args.shape)  # safety checks + shapes (refuses bad external data)
+    if mf.kind != "onnx":
+        return fail(f"{args.model}: `workbench quantize` takes an .onnx file; export torch models with a recipe "
+                    "([quantize] + [export]) or `workbench export`")
+    out = Path(args.out) if args.out else mf.path.with_name(f"{mf.path.stem}.{args.method}.onnx")
+    if out.resolve() == mf.path.resolve():
+        return fail(f"--out {out}: would overwrite the input model; choose another path")
+    if out.exists() and not args.force:
+        return fail(f"{out}: already exists; pass --force to overwrite it or choose --out")
+    notes: list[str] = []
+    batch = mf.fixed_batch or args.batch
+    if args.calib:
+        batches = _calibration_from(args.calib, mf.input_shape, args.samples, batch)
+    else:
+        batches = synthetic_batches(mf.input_shape, min(args.samples, 64), batch)
+        if args.method == "static":
+            notes.append("calibrated on synthetic (random) inputs: activation ranges are rough; pass --calib DATA "
+                         "with real inputs for usable accuracy")
+    if mf.fixed_batch is not None:
+        batches = [b for b in batches if len(b) == mf.fixed_batch] or batches[:1]
+    exclude = [n.strip() for n in args.exclude_nodes.split(",") if n.strip()]
+    result = quantize_onnx(mf.path, out, method=args.method, per_channel=not args.no_per_channel,
+                           calibration=args.calibration, batches=batches, preprocess=not args.no_preprocess,
+                           nodes_to_exclude=exclude)
+    ref, cand = OrtRuntime(mf.path, threads=args.threads), OrtRuntime(out, threads=args.threads)
+    try:
+        par = parity(ort_predict_fn(ref), ort_predict_fn(cand), batches[:4])
+        report: dict[str, Any] = {
+            "input": str(mf.path), "output": str(out), "method": args.method, "format": result.format,
+            "input_shape": list(mf.input_shape), "preprocessed": result.preprocessed,
+            "excluded_nodes": result.excluded_nodes,
+            "size_bytes": {"float": _file_size(mf.path), "quantized": _file_size(out)},
+            "parity_vs_float": par.to_dict(), "cpu_vnni": cpu_has_vnni(), "notes": notes + result.notes,
+        }
+        if args.data:
+            data, _ = load_labelled_data(args.data, mf.input_shape)
+            report["accuracy"] = {"float": evaluate_file(ref, data), "quantized": evaluate_file(cand, data)}
+    finally:
+        ref.close()
+        cand.close()
+    if result.float_path != mf.path:
+        Path(result.float_path).unlink(missing_ok=True)  # the pre-processed intermediate
+    if args.bench:
+        shape = ",".join(map(str, mf.input_shape))
+        report["latency"] = {
+            "float": bench_model_file(mf.path, args.batch_sizes, input_shape=shape, threads=args.threads)["runtimes"],
+            "quantized": bench_model_file(out, args.batch_sizes, input_shape=shape, threads=args.threads)["runtimes"],
+        }
+    if args.json:
+        print(json.dumps(report, default=str))
+        return 0
+    s = report["size_bytes"]
+    print(f"{args.method} -> {out} ({result.format}): {s['float'] / 1e6:.2f} MB -> {s['quantized'] / 1e6:.2f} MB; "
+          f"vs float: max abs error {par.max_abs_err:.3g}, top-1 agreement {par.top1_agreement * 100:.1f} %")
+    if "accuracy" in report:
+        a = report["accuracy"]
+        print(f"accuracy: float {a['float'] * 100:.2f} % -> quantized {a['quantized'] * 100:.2f} %")
+    for kind, rows in (report.get("latency") or {}).items():
+        for st in rows["onnxruntime"]:
+            print(f"{kind}: batch {st['batch_size']}: p50 {st['p50_ms']:.3f} ms, {st['throughput']:,.0f} samples/s")
+    for n in report["notes"]:
+        print(f"note: {n}", file=sys.stderr)
+    return 0
+
+
+add_command("export", _configure_export, cmd_export)
+add_command("quantize", _configure_quantize, cmd_quantize)

@@ -1,0 +1,247 @@
+"""Application start-up: QApplication, crash safety nets, and ``main()``.
+
+* ``sys.excepthook``: an exception escaping a slot on the GUI thread is logged (errors.log and the
+  log dock) and shown in a dialog; the app keeps running instead of aborting.
+* ``faulthandler`` writes native crashes (segfaults, aborts) to ``WORKBENCH_HOME/logs/crash.log``;
+  its file object stays open for the life of the process, as faulthandler requires. On the next
+  start a non-empty crash log is offered to the user, then rotated to ``crash-<timestamp>.log``.
+* ``main(screenshot_dir=...)`` renders the window's key states to PNG files and exits.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from PySide6.QtCore import QCoreApplication, QEventLoop, Qt, QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
+
+from workbench.engine.paths import workbench_home
+
+_CRASH_FILE: IO[str] | None = None  # kept open: faulthandler writes into it when the process dies
+
+
+def crash_log_path() -> Path:
+    return workbench_home() / "logs" / "crash.log"
+
+
+def create_app(argv: list[str] | None = None) -> QApplication:
+    """The QApplication (reused if one exists, e.g. under pytest-qt)."""
+    app = QApplication.instance()
+    if app is None:
+        QApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+        app = QApplication(argv if argv is not None else sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setOrganizationName("AccelerationWorkbench")
+    app.setApplicationName("Workbench")
+    app.setApplicationDisplayName("Acceleration Workbench")
+    app.setStyle("Fusion")
+    import pyqtgraph as pg
+
+    pg.setConfigOptions(antialias=True, foreground="#333")
+    return app
+
+
+# ------------------------------------------------------------------------------------------ crashes
+def previous_crash_report() -> str | None:
+    """Text of the last native crash, if the previous session left one."""
+    path = crash_log_path()
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return text if text.strip() else None
+
+
+def rotate_crash_log() -> Path | None:
+    """Move a non-empty crash.log aside (crash-<timestamp>.log) so it is offered only once."""
+    path = crash_log_path()
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    target = path.with_name(f"crash-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{n}.log")
+        n += 1
+    os.replace(path, target)
+    return target
+
+
+def ask_show_crash_report(text: str) -> bool:
+    """Blocking question; tests replace it."""
+    answer = QMessageBox.question(None, "Workbench crashed last time",
+                                  "The previous session ended with a crash. Show the crash report?",
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def show_crash_report(text: str, rotated: Path | None) -> None:
+    box = QMessageBox(QMessageBox.Icon.Warning, "Crash report",
+                      f"The crash report was saved as {rotated}." if rotated else "Crash report")
+    box.setDetailedText(text)
+    box.exec()
+
+
+def offer_previous_crash(ask: Callable[[str], bool] | None = None,
+                         show: Callable[[str, Path | None], None] | None = None) -> Path | None:
+    """If the last session crashed, offer its report, then rotate the log. Returns the rotated path."""
+    text = previous_crash_report()
+    if text is None:
+        return None
+    wants = (ask or ask_show_crash_report)(text)
+    rotated = rotate_crash_log()
+    if wants:
+        (show or show_crash_report)(text, rotated)
+    return rotated
+
+
+def enable_crash_log() -> Path:
+    """Point faulthandler at crash.log (file kept open for the process lifetime)."""
+    global _CRASH_FILE
+    path = crash_log_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if _CRASH_FILE is None or _CRASH_FILE.closed:
+        _CRASH_FILE = path.open("a", encoding="utf-8")
+    faulthandler.enable(file=_CRASH_FILE, all_threads=True)
+    return path
+
+
+# ----------------------------------------------------------------------------------- excepthook
+def install_excepthook(window_getter: Callable[[], Any]) -> Callable[..., None]:
+    """Log and show exceptions that escape Qt slots instead of letting the process die."""
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            QCoreApplication.quit()
+            return
+        from workbench.engine.pipeline import log_internal_error
+
+        err = exc if exc.__traceback__ is not None else exc.with_traceback(tb)
+        path = log_internal_error(err)
+        line = f"{exc_type.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        details = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write(details)
+        window = window_getter()
+        if window is None or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            window.log(f"internal error: {line} (traceback in {path})", "error")
+            window.show_error_dialog("Internal error", f"{line}\n\nThe app keeps running; the traceback "
+                                     f"was written to {path}.", details)
+        except Exception:  # the hook itself must never raise
+            pass
+
+    sys.excepthook = hook
+    return hook
+
+
+# ----------------------------------------------------------------------------------- screenshots
+def _wait(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    app = QApplication.instance()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def _settle(seconds: float = 0.3) -> None:
+    _wait(lambda: False, seconds)
+
+
+def _shot(widget: QWidget, folder: Path, name: str) -> Path:
+    _settle(0.2)
+    path = folder / name
+    widget.grab().save(str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+def take_screenshots(window: Any, folder: Path) -> list[Path]:
+    """Render the key states: default recipe, a real short run with filled plots, a validation
+    error, the runs view, and the precision panel's CPU limits."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shots: list[Path] = []
+    window.resize(1480, 940)
+    window.show()
+    _wait(lambda: window.panel("model").summary is not None, 60)
+    _wait(lambda: window.panel("data").thumbs.count > 0, 60)
+    window.nav.setCurrentRow(0)
+    shots.append(_shot(window, folder, "01-recipe-default.png"))
+
+    # A real short run of the default recipe (fewer samples and iterations, so it takes seconds).
+    data, train, bench = window.panel("data"), window.panel("train"), window.panel("bench")
+    data.fields["samples_per_class"].setter(100)
+    train.fields["epochs"].setter(2)
+    train.fields["log_every"].setter(2)
+    bench.fields["iters"].setter(10)
+    bench.fields["telemetry_hz"].setter(10.0)
+    window.revalidate()
+    job = window.start_run(False)
+    if job is not None:
+        _wait(lambda: window.dashboard.throughput.point_count() > 3, 120)
+        window.nav.setCurrentRow(1)
+        shots.append(_shot(window, folder, "02-run-in-progress.png"))
+        _wait(lambda: not window.jobs.busy, 300)
+        _settle(0.5)
+    window.tabs.setCurrentIndex(0)
+    shots.append(_shot(window, folder, "03-run-finished-dashboard.png"))
+
+    window.nav.setCurrentRow(2)  # the precision panel on this machine
+    for i, p in enumerate(window.panels):
+        if p.section_name == "precision":
+            window.nav.setCurrentRow(i)
+    shots.append(_shot(window, folder, "04-precision-panel.png"))
+
+    window.tabs.setCurrentIndex(1)
+    runs = getattr(window.runs_view, "refresh", None)
+    if callable(runs):
+        runs()
+    shots.append(_shot(window, folder, "05-runs-view.png"))
+
+    # Validation-error state: a Python-file model without a path, and a bad kwargs field.
+    window.tabs.setCurrentIndex(0)
+    model = window.panel("model")
+    model.fields["source"].setter("python")
+    model.fields["kwargs"].widget.setText("{depth: 6")
+    model.sync_states()
+    window.revalidate()
+    window.nav.setCurrentRow(0)
+    shots.append(_shot(window, folder, "06-validation-error.png"))
+    return shots
+
+
+# ---------------------------------------------------------------------------------------- main
+def main(recipe: str | None = None, screenshot_dir: str | None = None) -> int:
+    """Start the app. With ``screenshot_dir``, render the key states to PNG and exit."""
+    app = create_app()
+    enable_crash_log()
+    from workbench.gui.main_window import MainWindow
+
+    holder: dict[str, Any] = {}
+    install_excepthook(lambda: holder.get("window"))
+    if screenshot_dir is None:
+        offer_previous_crash()
+    window = MainWindow(recipe=recipe)
+    holder["window"] = window
+    app.aboutToQuit.connect(window.shutdown)
+    if screenshot_dir is not None:
+        try:
+            take_screenshots(window, Path(screenshot_dir))
+        finally:
+            window.shutdown()
+            window.close()
+        return 0
+    window.show()
+    QTimer.singleShot(0, window.raise_)
+    return int(app.exec())

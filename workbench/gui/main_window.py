@@ -1,0 +1,816 @@
+"""The main window: recipe panels on the left, live dashboard and runs on the right, log below.
+
+The window is a recipe editor plus a view of engine events. It builds a validated ``Recipe`` from
+the panels (showing each problem next to its control, and keeping Run disabled until fixed),
+hands that recipe to a background job, and turns the job's signals into plots, a progress bar
+with ETA, log lines and dialogs. It never trains or reads data itself.
+
+Dialog entry points that block (``ask_*``) are plain methods so tests can replace them; error
+dialogs are non-blocking (``show_error_dialog``) and also recorded in ``error_messages``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QScrollArea,
+    QSplitter,
+    QStackedWidget,
+    QStyle,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from workbench.engine.paths import workbench_home
+from workbench.engine.store import RunStore
+from workbench.errors import RecipeError
+from workbench.gui.jobs import EtaEstimator, Job, JobManager, format_eta
+from workbench.gui.panels import FieldErrors, RecipePanel, panel_classes
+from workbench.gui.plots import Dashboard
+from workbench.gui.widgets import cuda_available
+from workbench.recipe import (
+    Recipe,
+    check_device_support,
+    default_recipe,
+    load_recipe,
+    loads_recipe,
+    recipe_to_dict,
+    save_recipe,
+)
+
+try:  # written alongside this window; a failure here must be loud, not a silent placeholder
+    from workbench.gui.runs import RunsView
+
+    RUNS_IMPORT_ERROR: BaseException | None = None
+except ImportError as _exc:  # pragma: no cover - only while runs.py is missing or broken
+    RunsView = None  # type: ignore[assignment,misc]
+    RUNS_IMPORT_ERROR = _exc
+
+APP_ORG = "AccelerationWorkbench"
+APP_NAME = "Workbench"
+LOG_MAX_LINES = 5000
+REVALIDATE_MS = 150
+SHUTDOWN_WAIT_S = 10.0
+
+_SECTIONS = tuple(Recipe.model_fields)
+_PATH_IN_TEXT = re.compile(r"\b(" + "|".join(_SECTIONS) + r")\.([a-z_]+)\b")
+
+
+def app_settings() -> QSettings:
+    """Settings live in an INI file under WORKBENCH_HOME (tests get their own home, so their own file)."""
+    s = QSettings(str(workbench_home() / "settings.ini"), QSettings.Format.IniFormat)
+    s.setFallbacksEnabled(False)
+    return s
+
+
+def quickstart_path() -> Path:
+    from workbench.cli import quickstart_recipe_path
+
+    return quickstart_recipe_path()
+
+
+def error_fields(exc: BaseException) -> list[tuple[str, str]]:
+    """Turn a recipe validation failure into ``[(field path like 'batching.batch_size', message)]``.
+
+    The path is '' when no field can be named (the message is then shown in the banner).
+    """
+    out: list[tuple[str, str]] = []
+    if isinstance(exc, ValidationError):
+        for e in exc.errors():
+            loc = [str(p) for p in e["loc"]]
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            if loc:
+                out.append((".".join(loc[:2]), msg))
+            else:
+                m = _PATH_IN_TEXT.search(msg)
+                out.append((m.group(0) if m else "", msg))
+        return out
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    m = _PATH_IN_TEXT.search(text)
+    return [(m.group(0) if m else "", text)]
+
+
+class RecipeInvalid(Exception):  # noqa: N818 - a state, reported in the UI
+    """The panels do not form a valid recipe: ``errors`` is ``[(field path, message)]``."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in errors))
+        self.errors = errors
+
+
+class MainWindow(QMainWindow):
+    """The Workbench window. ``MainWindow()`` opens the run store under WORKBENCH_HOME and loads the
+    last recipe (or the built-in quickstart)."""
+
+    recipeValidated = Signal(bool)  # True when the panels form a valid recipe
+
+    def __init__(self, store: RunStore | None = None, recipe: str | Path | Recipe | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("mainWindow")
+        self._owns_store = store is None
+        self.store = store or RunStore()
+        self.settings = app_settings()
+        self.jobs = JobManager(self)
+        self.jobs.jobStarted.connect(self._attach_job)
+        self.jobs.busyChanged.connect(self._on_busy_changed)
+        self.error_messages: list[str] = []
+        self.recipe_path: Path | None = None
+        self._base = default_recipe()
+        self._valid: Recipe | None = None
+        self._dirty = False
+        self._loading = False
+        self._shut_down = False
+        self._store_closed = False
+        self._eta = EtaEstimator()
+        self._stage = ""
+        self._job_name = ""
+        self._run_id: int | None = None
+
+        self._build_actions()
+        self._build_ui()
+        self._build_menus_and_toolbar()
+        self.revalidate_timer = QTimer(self)
+        self.revalidate_timer.setSingleShot(True)
+        self.revalidate_timer.setInterval(REVALIDATE_MS)
+        self.revalidate_timer.timeout.connect(self.revalidate)
+        for panel in self.panels:
+            panel.changed.connect(self._on_panel_changed)
+        self.name_edit.textEdited.connect(self._on_panel_changed)
+        self._restore_settings()
+        self._load_initial(recipe)
+        if RUNS_IMPORT_ERROR is not None:
+            self.log(f"runs view unavailable: {RUNS_IMPORT_ERROR}", "error")
+
+    # ------------------------------------------------------------------------------------------ UI
+    def _build_actions(self) -> None:
+        st = self.style()
+
+        def act(text: str, slot: Any, shortcut: Any = None, icon: QStyle.StandardPixmap | None = None,
+                tip: str = "") -> QAction:
+            a = QAction(text, self)
+            if shortcut is not None:
+                a.setShortcut(shortcut)
+            if icon is not None:
+                a.setIcon(st.standardIcon(icon))
+            a.setToolTip(tip or text)
+            a.setStatusTip(tip or text)
+            a.triggered.connect(slot)
+            return a
+
+        sp = QStyle.StandardPixmap
+        self.new_action = act("&New", self.action_new, QKeySequence.StandardKey.New, sp.SP_FileIcon,
+                              "New recipe with default settings")
+        self.open_action = act("&Open…", self.action_open, QKeySequence.StandardKey.Open, sp.SP_DialogOpenButton,
+                               "Open a recipe (.toml)")
+        self.save_action = act("&Save", self.action_save, QKeySequence.StandardKey.Save, sp.SP_DialogSaveButton,
+                               "Save the recipe")
+        self.save_as_action = act("Save &As…", self.action_save_as, QKeySequence.StandardKey.SaveAs, None,
+                                  "Save the recipe to a new file")
+        self.quit_action = act("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.run_action = act("Run", lambda: self.start_run(False), QKeySequence("Ctrl+R"), sp.SP_MediaPlay,
+                              "Train, evaluate and benchmark as the recipe says (Ctrl+R)")
+        self.bench_action = act("Benchmark only", lambda: self.start_run(True), QKeySequence("Ctrl+B"),
+                                sp.SP_MediaSeekForward, "Skip training: evaluate and benchmark the model (Ctrl+B)")
+        self.stop_action = act("Stop", self.stop_job, QKeySequence("Ctrl+."), sp.SP_MediaStop,
+                               "Stop the running job at its next checkpoint (Ctrl+.)")
+        self.stop_action.setEnabled(False)
+
+    def _build_ui(self) -> None:
+        self.setWindowTitle("Acceleration Workbench")
+        # -- left: recipe editor -----------------------------------------------------------------
+        left = QWidget()
+        left_lay = QVBoxLayout(left)
+        left_lay.setContentsMargins(6, 6, 0, 6)
+        left_lay.setSpacing(6)
+        name_row = QHBoxLayout()
+        name_label = QLabel("Recipe name")
+        self.name_edit = QLineEdit()
+        self.name_edit.setObjectName("recipeName")
+        tip = "Name stored with every run of this recipe (shown in the runs table)."
+        self.name_edit.setToolTip(tip)
+        name_label.setToolTip(tip)
+        name_row.addWidget(name_label)
+        name_row.addWidget(self.name_edit, 1)
+        left_lay.addLayout(name_row)
+        self.error_banner = QLabel()
+        self.error_banner.setObjectName("recipeErrors")
+        self.error_banner.setWordWrap(True)
+        self.error_banner.setStyleSheet("background: #fdecea; color: #8c1d18; border: 1px solid #f1b5b0;"
+                                        " border-radius: 3px; padding: 4px;")
+        self.error_banner.setVisible(False)
+        left_lay.addWidget(self.error_banner)
+        editor = QHBoxLayout()
+        editor.setSpacing(6)
+        self.nav = QListWidget()
+        self.nav.setObjectName("panelNav")
+        self.nav.setFixedWidth(128)
+        self.nav.setFrameShape(QFrame.Shape.StyledPanel)
+        self.stack = QStackedWidget()
+        self.panels: list[RecipePanel] = []
+        for cls in panel_classes():
+            panel = cls(host=self)
+            self.panels.append(panel)
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setWidget(panel)
+            self.stack.addWidget(scroll)
+            item = QListWidgetItem(cls.title)
+            item.setToolTip(cls.description)
+            self.nav.addItem(item)
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.nav.setCurrentRow(0)
+        editor.addWidget(self.nav)
+        editor.addWidget(self.stack, 1)
+        left_lay.addLayout(editor, 1)
+        # -- right: dashboard and runs ---------------------------------------------------------------
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("mainTabs")
+        self.dashboard = Dashboard()
+        self.tabs.addTab(self.dashboard, "Dashboard")
+        if RunsView is not None:
+            self.runs_view: Any = RunsView(self.store, self)
+            self.runs_view.openRecipeRequested.connect(self.load_recipe_text)
+        else:
+            self.runs_view = QLabel(f"The runs view failed to load: {RUNS_IMPORT_ERROR}")
+            self.runs_view.setStyleSheet("color: #b3261e; padding: 12px;")
+            self.runs_view.setWordWrap(True)
+        self.tabs.addTab(self.runs_view, "Runs")
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([560, 900])
+        self.setCentralWidget(self.splitter)
+        # -- log dock --------------------------------------------------------------------------------
+        self.log_view = QPlainTextEdit()
+        self.log_view.setObjectName("logView")
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(LOG_MAX_LINES)
+        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.log_dock = QDockWidget("Log", self)
+        self.log_dock.setObjectName("logDock")
+        self.log_dock.setWidget(self.log_view)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
+        self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
+        # -- status bar --------------------------------------------------------------------------------
+        from workbench.engine.telemetry import device_description
+
+        self.device_label = QLabel(f"Device: {device_description()}")
+        self.device_label.setObjectName("deviceLabel")
+        self.stage_label = QLabel("Idle")
+        self.stage_label.setObjectName("stageLabel")
+        self.progress = QProgressBar()
+        self.progress.setObjectName("jobProgress")
+        self.progress.setFixedWidth(340)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("Idle")
+        self.statusBar().addWidget(self.device_label, 1)
+        self.statusBar().addPermanentWidget(self.stage_label)
+        self.statusBar().addPermanentWidget(self.progress)
+
+    def _build_menus_and_toolbar(self) -> None:
+        bar = self.menuBar()
+        m = bar.addMenu("&File")
+        for a in (self.new_action, self.open_action, self.save_action, self.save_as_action):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.quit_action)
+        m = bar.addMenu("&Run")
+        for a in (self.run_action, self.bench_action, self.stop_action):
+            m.addAction(a)
+        m = bar.addMenu("&View")
+        m.addAction(self.log_dock.toggleViewAction())
+        tb = QToolBar("Main")
+        tb.setObjectName("mainToolbar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for a in (self.new_action, self.open_action, self.save_action):
+            tb.addAction(a)
+        tb.addSeparator()
+        for a in (self.run_action, self.bench_action, self.stop_action):
+            tb.addAction(a)
+        self.addToolBar(tb)
+        self.toolbar = tb
+        self.run_button = tb.widgetForAction(self.run_action)
+        self.run_button.setObjectName("runButton")
+        self.bench_button = tb.widgetForAction(self.bench_action)
+        self.bench_button.setObjectName("benchmarkButton")
+        self.stop_button = tb.widgetForAction(self.stop_action)
+        self.stop_button.setObjectName("stopButton")
+
+    # ----------------------------------------------------------------------------------- PanelHost
+    def current_recipe(self) -> Recipe | None:
+        """The last recipe that validated (None while the panels hold an error)."""
+        return self._valid.model_copy(deep=True) if self._valid is not None else None
+
+    def last_folder(self, kind: str) -> str:
+        return str(self.settings.value(f"folders/{kind}", self.settings.value("folders/any", "")))
+
+    def remember_folder(self, kind: str, path: str) -> None:
+        self.settings.setValue(f"folders/{kind}", path)
+        self.settings.setValue("folders/any", path)
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Append a line to the log dock (GUI thread only; jobs reach it through signals)."""
+        colour = {"warning": "#9a6700", "error": "#b3261e", "stage": "#1f5fa8"}.get(level)
+        stamp = time.strftime("%H:%M:%S")
+        text = html.escape(message)
+        prefix = f"{level.upper()}: " if level in ("warning", "error") else ""
+        body = f"{stamp}  {prefix}{text}"
+        self.log_view.appendHtml(f"<span style='color:{colour}'>{body}</span>" if colour else body)
+
+    # ----------------------------------------------------------------------------------- recipes
+    def panel(self, section: str) -> RecipePanel:
+        for p in self.panels:
+            if p.section_name == section:
+                return p
+        raise KeyError(section)
+
+    def _load_initial(self, recipe: str | Path | Recipe | None) -> None:
+        if isinstance(recipe, Recipe):
+            self.set_recipe(recipe, None)
+            return
+        candidates: list[Path] = []
+        if recipe:
+            candidates.append(Path(recipe))
+        last = str(self.settings.value("recipe/last", "") or "")
+        if not recipe and last:
+            candidates.append(Path(last))
+        candidates.append(quickstart_path())
+        for path in candidates:
+            try:
+                self.set_recipe(load_recipe(path), path)
+                self.log(f"opened {path}")
+                return
+            except RecipeError as exc:
+                self.log(str(exc).splitlines()[0], "error")
+                if recipe and path == Path(recipe):
+                    self.show_error_dialog("Cannot open recipe", str(exc).splitlines()[0])
+        self.set_recipe(default_recipe(), None)
+
+    def set_recipe(self, recipe: Recipe, path: Path | None, dirty: bool = False) -> None:
+        """Show ``recipe`` in every panel (sections without a panel are kept as they are)."""
+        self._loading = True
+        try:
+            self._base = recipe.model_copy(deep=True)
+            self.name_edit.setText(recipe.name)
+            for p in self.panels:
+                p.load(recipe)
+        finally:
+            self._loading = False
+        self.recipe_path = path
+        self._dirty = dirty
+        self.revalidate()
+        self._update_title()
+
+    def build_recipe(self) -> Recipe:
+        """A validated recipe from the panels; raises ``RecipeInvalid`` listing every problem.
+
+        A control whose text cannot be parsed keeps the loaded recipe's value for the rest of the
+        check, so its own message and any cross-field problems are all shown at once.
+        """
+        data = recipe_to_dict(self._base)
+        data["name"] = self.name_edit.text().strip() or "experiment"
+        errors: list[tuple[str, str]] = []
+        for p in self.panels:
+            try:
+                values = p.values()
+            except FieldErrors as exc:
+                errors += [(f"{p.section_name}.{f}", m) for f, m in exc.errors.items()]
+                base = data.get(p.section_name) or {}
+                values = {n: b.getter() if n not in exc.errors else base.get(n, p.section_model()().__getattribute__(n))
+                          for n, b in p.fields.items()}
+            if values is None:
+                data.pop(p.section_name, None)
+            else:
+                data[p.section_name] = values
+        try:
+            recipe = Recipe.model_validate(data)
+            check_device_support(recipe, cuda_available())
+        except (ValidationError, RecipeError) as exc:
+            seen = {path for path, _m in errors}
+            errors += [(path, m) for path, m in error_fields(exc) if path not in seen]
+            raise RecipeInvalid(errors) from None
+        if errors:
+            raise RecipeInvalid(errors)
+        return recipe
+
+    def _on_panel_changed(self, *_args: object) -> None:
+        if self._loading:
+            return
+        if not self._dirty:
+            self._dirty = True
+            self._update_title()
+        self.revalidate_timer.start()
+
+    def revalidate(self) -> bool:
+        """Rebuild the recipe from the panels; show problems next to their controls. True when valid."""
+        self.revalidate_timer.stop()
+        for p in self.panels:
+            p.clear_errors()
+        banner: list[str] = []
+        try:
+            recipe = self.build_recipe()
+        except RecipeInvalid as exc:
+            self._valid = None
+            for path, message in exc.errors:
+                section, _, field = path.partition(".")
+                shown = False
+                if section and field:
+                    try:
+                        shown = self.panel(section).show_error(field, message)
+                    except KeyError:
+                        shown = False
+                if not shown:
+                    banner.append(f"{path}: {message}" if path else message)
+            self._mark_nav({p.split(".")[0] for p, _m in exc.errors})
+            for p in self.panels:
+                p.on_recipe_invalid()
+            count = len(exc.errors)
+            summary = f"{count} problem{'s' if count > 1 else ''} in the recipe: Run is disabled until fixed."
+            self.error_banner.setText(summary + "".join(f"<br>• {html.escape(b)}" for b in banner))
+            self.error_banner.setVisible(True)
+            self._update_actions()
+            self.recipeValidated.emit(False)
+            return False
+        self._valid = recipe
+        self._mark_nav(set())
+        self.error_banner.setVisible(False)
+        self._update_actions()
+        for p in self.panels:
+            p.on_recipe_validated(recipe)
+        self.recipeValidated.emit(True)
+        return True
+
+    def _mark_nav(self, bad_sections: set[str]) -> None:
+        for i, p in enumerate(self.panels):
+            item = self.nav.item(i)
+            bad = p.section_name in bad_sections
+            item.setText(f"⚠ {p.title}" if bad else p.title)
+            item.setForeground(Qt.GlobalColor.darkRed if bad else self.palette().text().color())
+
+    def _update_title(self) -> None:
+        where = str(self.recipe_path) if self.recipe_path else "untitled"
+        self.setWindowTitle(f"{self.name_edit.text() or 'experiment'} — {where}{' *' if self._dirty else ''}"
+                            " — Acceleration Workbench")
+
+    def _update_actions(self) -> None:
+        busy = self.jobs.busy
+        valid = self._valid is not None
+        self.run_action.setEnabled(valid and not busy)
+        self.bench_action.setEnabled(valid and not busy)
+        self.stop_action.setEnabled(busy and not self._stopping())
+        for a in (self.new_action, self.open_action):
+            a.setEnabled(not busy)
+
+    def _stopping(self) -> bool:
+        job = self.jobs.current()
+        return job is not None and job.cancelled
+
+    # -- file actions (dialogs) --------------------------------------------------------------------
+    def action_new(self) -> None:
+        if self._dirty and not self.ask_discard_changes():
+            return
+        self.set_recipe(default_recipe(), None)
+        self.log("new recipe (defaults)")
+
+    def action_open(self) -> None:
+        if self._dirty and not self.ask_discard_changes():
+            return
+        start = self.last_folder("recipes") or str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Open recipe", start, "Recipes (*.toml);;All files (*)")
+        if path:
+            self.open_recipe_file(path)
+
+    def action_save(self) -> bool:
+        if self.recipe_path is None or self._is_builtin(self.recipe_path):
+            return self.action_save_as()
+        return self.save_recipe_file(self.recipe_path)
+
+    def action_save_as(self) -> bool:
+        name = (self.name_edit.text().strip() or "experiment").replace(" ", "_")
+        start = str(Path(self.last_folder("recipes") or Path.home()) / f"{name}.toml")
+        path, _ = QFileDialog.getSaveFileName(self, "Save recipe as", start, "Recipes (*.toml)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if not path:
+            return False
+        target = Path(path)
+        if not target.suffix:
+            target = target.with_suffix(".toml")
+        return self.save_recipe_file(target)
+
+    # -- file operations (no file dialogs; tests call these) -------------------------------------------
+    def open_recipe_file(self, path: str | Path) -> bool:
+        """Load a recipe file; on error show the one-line reason and keep the current recipe."""
+        p = Path(path)
+        try:
+            recipe = load_recipe(p)
+        except RecipeError as exc:
+            line = str(exc).splitlines()[0]
+            self.log(line, "error")
+            self.show_error_dialog("Cannot open recipe", line)
+            return False
+        self.set_recipe(recipe, p)
+        self.settings.setValue("recipe/last", str(p.resolve()))
+        self.remember_folder("recipes", str(p.resolve().parent))
+        self.log(f"opened {p}")
+        return True
+
+    def load_recipe_text(self, text: str, source: str = "stored run") -> bool:
+        """Load recipe TOML text (e.g. from a stored run) as a new, unsaved recipe."""
+        try:
+            recipe = loads_recipe(text, source)
+        except RecipeError as exc:
+            line = str(exc).splitlines()[0]
+            self.log(line, "error")
+            self.show_error_dialog("Cannot load recipe", line)
+            return False
+        self.set_recipe(recipe, None, dirty=True)
+        self.log(f"loaded the recipe of {source} ({recipe.name}); save it to keep it")
+        return True
+
+    def save_recipe_file(self, path: str | Path) -> bool:
+        """Write the recipe; a different existing file is only replaced after ``ask_overwrite``."""
+        target = Path(path)
+        if not self.revalidate():
+            self.show_error_dialog("Cannot save recipe", "The recipe has errors; fix the fields marked in red "
+                                   "first.")
+            return False
+        if self._is_builtin(target):
+            self.show_error_dialog("Cannot save recipe", "The built-in quickstart recipe is read-only; use "
+                                   "Save As.")
+            return False
+        same = self.recipe_path is not None and target.resolve() == self.recipe_path.resolve()
+        if target.exists() and not same and not self.ask_overwrite(target):
+            return False
+        assert self._valid is not None
+        try:
+            save_recipe(self._valid, target)
+        except OSError as exc:
+            self.log(f"cannot save {target}: {exc}", "error")
+            self.show_error_dialog("Cannot save recipe", f"{target}: {exc.strerror or exc}")
+            return False
+        self._base = self._valid.model_copy(deep=True)
+        self.recipe_path = target
+        self._dirty = False
+        self._update_title()
+        self.settings.setValue("recipe/last", str(target.resolve()))
+        self.remember_folder("recipes", str(target.resolve().parent))
+        self.log(f"saved {target}")
+        return True
+
+    @staticmethod
+    def _is_builtin(path: Path) -> bool:
+        try:
+            return path.resolve() == quickstart_path().resolve()
+        except OSError:
+            return False
+
+    # -- dialogs (tests replace the ask_* methods) -----------------------------------------------------
+    def ask_overwrite(self, path: Path) -> bool:
+        answer = QMessageBox.question(self, "Replace file?", f"{path} already exists. Replace it?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def ask_discard_changes(self) -> bool:
+        answer = QMessageBox.question(self, "Discard changes?", "The recipe has unsaved changes. Discard them?",
+                                      QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+                                      QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Discard
+
+    def ask_stop_running_job(self) -> bool:
+        job = self.jobs.current()
+        name = job.name if job else "A job"
+        answer = QMessageBox.question(self, "Stop the running job?",
+                                      f"{name} is still running. Stop it and close the window?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def show_error_dialog(self, title: str, message: str, details: str = "") -> QMessageBox:
+        """Non-blocking error box (the app keeps running behind it); also kept in ``error_messages``."""
+        self.error_messages.append(message)
+        box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("errorDialog")
+        if details:
+            box.setDetailedText(details)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+        return box
+
+    # ------------------------------------------------------------------------------------------ jobs
+    def start_run(self, benchmark_only: bool = False) -> Job | None:
+        """Run the current recipe (train + evaluate + benchmark, or benchmark only) as a job."""
+        if self.jobs.busy:
+            return None
+        if not self.revalidate():
+            self.log("the recipe has errors; fix the fields marked in red", "error")
+            return None
+        recipe = self.current_recipe()
+        assert recipe is not None
+        store = self.store
+
+        def run(reporter: Any, cancel: Any) -> Any:
+            from workbench.engine.pipeline import run_recipe
+
+            return run_recipe(recipe, store=store, reporter=reporter, cancel=cancel, benchmark_only=benchmark_only)
+
+        name = "Benchmark" if benchmark_only else "Run"
+        self._run_id = None
+        self.dashboard.start()
+        job = self.jobs.start(name, run)
+        job.runStarted.connect(self._on_run_started)
+        job.finished.connect(self._on_run_finished)
+        self.log(f"{name.lower()} of recipe '{recipe.name}' started", "stage")
+        return job
+
+    def stop_job(self) -> None:
+        """Ask the exclusive job to stop; the engine notices at its next batch."""
+        job = self.jobs.current()
+        if job is None:
+            return
+        job.cancel()
+        self.stage_label.setText("Stopping…")
+        self.log(f"stopping {job.name}…", "warning")
+        self._update_actions()
+
+    def _attach_job(self, job: Job) -> None:
+        """Route a job's signals into the window: progress, log, metrics, errors.
+
+        Lambdas capture plain values (id, name, token), never the job (see ``Job``).
+        """
+        name, job_id, token = job.name, job.id, job.cancel_token
+        if job.key != JobManager.EXCLUSIVE:
+            job.errored.connect(lambda msg, _tb: self.log(f"{name}: {msg}", "warning")
+                                if self.jobs.is_current(job_id) else None)
+            return
+        self._eta.reset()
+        self._stage = name
+        self._job_name = name
+        self.stage_label.setText(name)
+        self.progress.setRange(0, 0)
+        self.progress.setFormat(f"{name}…")
+        job.progressed.connect(self._on_progress)
+        job.stageStarted.connect(self._on_stage_started)
+        job.metrics.connect(self.dashboard.add_metrics)
+        job.logged.connect(self.log)
+        job.warned.connect(lambda m: self.log(m, "warning"))
+        job.errored.connect(lambda msg, tb: self._on_job_error(name, msg, tb))
+        job.cancelledJob.connect(lambda: self.log(f"{name} stopped", "warning"))
+        job.finished.connect(lambda _r: self._on_job_finished(token.cancelled))
+        job.ended.connect(lambda _j: self._update_actions())
+
+    def _on_busy_changed(self, busy: bool) -> None:
+        self._update_actions()
+        for p in self.panels:
+            p.set_busy(busy)
+
+    def _on_run_started(self, run_id: int, name: str) -> None:
+        self._run_id = run_id
+        self.log(f"run {run_id} ({name}) recorded in the store", "stage")
+        self._refresh_runs()
+
+    def _on_stage_started(self, stage: str, total: int) -> None:
+        self._stage = stage
+        self._eta.reset()
+        self.stage_label.setText(f"Stage: {stage}")
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(0)
+        else:
+            self.progress.setRange(0, 0)
+        self.progress.setFormat(stage)
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        label = message or self._stage
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(done, total))
+            eta = format_eta(self._eta.update(done, total, label))
+            self.progress.setFormat(f"{label} — %p%" + (f" — ETA {eta}" if eta else ""))
+        else:
+            self.progress.setRange(0, 0)
+            self.progress.setFormat(label)
+        self.stage_label.setText(f"Stage: {self._stage}")
+
+    def _on_job_error(self, name: str, message: str, tb: str) -> None:
+        self.log(f"{name} failed: {message}", "error")
+        self.show_error_dialog(f"{name} failed", message, tb)
+
+    def _on_job_finished(self, cancelled: bool) -> None:
+        self.dashboard.stop()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0 if cancelled else 1)
+        self.progress.setFormat("Stopped" if cancelled else "Done")
+        self.stage_label.setText(f"Last job: {self._job_name} {'stopped' if cancelled else 'finished'} at "
+                                 f"{time.strftime('%H:%M:%S')}")
+        self._update_actions()
+
+    def _on_run_finished(self, outcome: object) -> None:
+        status = getattr(outcome, "status", None)
+        if status == "completed":
+            s = getattr(outcome, "summary", {}) or {}
+            final = s.get("final") or {}
+            acc, tput = final.get("accuracy"), final.get("throughput")
+            parts = [f"run {outcome.run_id} completed"]  # type: ignore[attr-defined]
+            if acc is not None:
+                parts.append(f"accuracy {acc * 100:.2f} %")
+            if tput:
+                parts.append(f"throughput {tput:,.0f} samples/s")
+            self.log(", ".join(parts), "stage")
+        elif status == "failed":
+            error = getattr(outcome, "error", "") or "unknown error"
+            self.show_error_dialog("Run failed", f"Run {outcome.run_id} failed: {error}")  # type: ignore[attr-defined]
+        elif status == "cancelled":
+            self.log(f"run {outcome.run_id} cancelled; what it measured so far is kept", "warning")  # type: ignore[attr-defined]
+        self._refresh_runs()
+
+    def _refresh_runs(self) -> None:
+        if self._store_closed:
+            return
+        refresh = getattr(self.runs_view, "refresh", None)
+        if callable(refresh):
+            refresh()
+
+    # -------------------------------------------------------------------------------------- settings
+    def _restore_settings(self) -> None:
+        geo = self.settings.value("window/geometry")
+        if isinstance(geo, QByteArray | bytes) and geo:
+            self.restoreGeometry(QByteArray(geo))
+        else:
+            self.resize(1480, 920)
+        state = self.settings.value("window/state")
+        if isinstance(state, QByteArray | bytes) and state:
+            self.restoreState(QByteArray(state))
+        split = self.settings.value("window/splitter")
+        if isinstance(split, QByteArray | bytes) and split:
+            self.splitter.restoreState(QByteArray(split))
+        self.dashboard.set_default_dir(self.last_folder("exports"))
+
+    def _save_settings(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.settings.sync()
+
+    # -------------------------------------------------------------------------------------- shutdown
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if self.jobs.busy and not self.ask_stop_running_job():
+            event.ignore()
+            return
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> bool:
+        """The one shutdown path: stop timers, cancel every job and wait for its thread. Idempotent."""
+        if self._shut_down:
+            return True
+        self._shut_down = True
+        self.revalidate_timer.stop()
+        self.dashboard.timer.stop()
+        for p in self.panels:
+            p.shutdown()
+        ok = self.jobs.shutdown(SHUTDOWN_WAIT_S)
+        if not ok:
+            self.log("a job did not stop in time", "error")
+        app = QApplication.instance()
+        if app is not None:
+            app.processEvents()  # deliver the jobs' last queued signals while the window still exists
+        self.dashboard.timer.stop()
+        self.statusBar().clearMessage()  # stops the status bar's message timer
+        self._save_settings()
+        if ok and self._owns_store:
+            self._store_closed = True
+            self.store.close()
+        return ok
