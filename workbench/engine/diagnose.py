@@ -106,10 +106,24 @@ def _loader_suggestions(recipe: Recipe, cores: int, *, strong: bool) -> list[str
     return out
 
 
+def _fast_low_precision(device: str) -> bool:
+    """bf16/fp16 only pay off on a GPU or a CPU with native bf16 (elsewhere bf16 is emulated, slower)."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return True
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _compute_suggestions(recipe: Recipe) -> list[str]:
     p = recipe.precision
     out: list[str] = []
-    if p.autocast == "none":
+    if p.autocast == "none" and _fast_low_precision(p.device):
         out.append("lower precision: precision.autocast = 'bf16' (or 'fp16' on CUDA) makes each step cheaper")
     if not p.channels_last and recipe.model.zoo in ("small_cnn", "mobilenet", "resnet"):
         out.append("memory format: precision.channels_last = true often speeds up convolutions")

@@ -401,6 +401,23 @@ def sparsity_rows(module: nn.Module, targets: Sequence[tuple[str, nn.Module]]) -
                   "model_sparsity": all_zeros / max(1, all_params), "model_params": all_params}
 
 
+def dense_copy(unpruned: nn.Module, masked: nn.Module) -> nn.Module:
+    """A plain copy of ``masked`` (same architecture as ``unpruned``) with the masks baked in.
+
+    Masked modules cannot be deep-copied (their ``weight`` is a computed tensor), so the copy is
+    made from the unpruned model and loaded with ``weight_orig * weight_mask``.
+    """
+    sd = masked.state_dict()
+    dense = {k: v for k, v in sd.items() if not k.endswith(("_orig", "_mask"))}
+    for k, v in sd.items():
+        if k.endswith("_orig"):
+            base = k[: -len("_orig")]
+            dense[base] = v * sd[base + "_mask"]
+    out = copy.deepcopy(unpruned)
+    out.load_state_dict(dense)
+    return out
+
+
 def has_pruning_leftovers(module: nn.Module) -> list[str]:
     """Names of anything ``torch.nn.utils.prune`` leaves behind (for tests and a last check before saving)."""
     out = [n for n, _ in module.named_parameters() if n.endswith("_orig")]
@@ -581,8 +598,7 @@ def run_prune_stage(ctx: RunContext) -> dict[str, Any]:
     else:
         targets = unstructured_targets(work, input_shape, cfg.skip_layers)
         prune_unstructured(work, targets, ratio=cfg.ratio, scope=cfg.scope, steps=cfg.steps, after_step=between)
-        dense = copy.deepcopy(work)
-        make_permanent(dense)  # measure what would be deployed: plain dense tensors, no mask hooks
+        dense = dense_copy(original, work)  # measure what would be deployed: plain tensors, no mask hooks
         after_prune = ctx.measure("prune-after_prune", module=dense)
         del dense
     if epochs[-1] > 0:
@@ -596,7 +612,8 @@ def run_prune_stage(ctx: RunContext) -> dict[str, Any]:
         record["per_layer"] = per_layer_rows
         record["sparsity"] = totals
     pruned = prepare_module(work, ctx.plan)
-    after = ctx.measure("prune-after", module=pruned) if results else after_prune
+    after = (ctx.measure("prune-after", module=pruned, train_samples_per_s=results[-1].train_samples_per_s)
+             if results else after_prune)
     if results:
         record["finetune"] = [r.to_dict() for r in results]
     record.update(before=before, after_prune=after_prune, after=after)
@@ -610,12 +627,12 @@ def run_prune_stage(ctx: RunContext) -> dict[str, Any]:
     if cfg.method == "structured":
         record["note"] = (f"structured pruning removed {1 - after['params'] / before['params']:.0%} of parameters and "
                           f"{1 - (after.get('macs') or 0) / max(1, before.get('macs') or 1):.0%} of MACs; {lat}; "
-                          f"accuracy {acc_drop:+.2f} points lost")
+                          f"accuracy {-acc_drop:+.2f} points")
     else:
         s = record["sparsity"]["pruned_layers_sparsity"]
         record["note"] = (f"{UNSTRUCTURED_NOTE}. Measured at {s:.1%} sparsity: {lat}; size "
                           f"{before['size_bytes'] / 1e6:.2f} → {after['size_bytes'] / 1e6:.2f} MB; "
-                          f"accuracy {acc_drop:+.2f} points lost")
+                          f"accuracy {-acc_drop:+.2f} points")
     rep.log(f"prune: {record['note']}", "warning" if cfg.method == "unstructured" else "info")
     ctx.module = pruned
     if results:

@@ -1,0 +1,877 @@
+"""One self-contained HTML report of stored runs, for people who will not read a JSON summary.
+
+``build_report(store, run_ids)`` collects every number first into a plain dict (``Report.data``:
+the same numbers go to ``--json`` and ``--csv``), then renders HTML from that dict only, so the
+page can never show a figure the exports lack. The page has no external assets: charts are inline
+SVG (``charts.py``), sample images are base64 PNG, CSS is inline; it opens offline, by e-mail,
+from a USB stick.
+
+How the headline is chosen ("3.1x faster, −0.4 points accuracy, 4.2x smaller"): with one run that
+has both a baseline and a final measurement (it ran optimization stages) those two are compared;
+with two or more runs, the first run's final figures are the baseline and the last run's final
+figures are the result, so "report A B" reads "B versus A".
+
+Sample predictions rebuild each run's model from its stored recipe and ``weights`` artifact.
+When that is impossible (no weights, model file gone, architecture changed by structured
+pruning, non-image data) the report says why instead of showing anything made up.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from workbench import __version__
+from workbench.engine.charts import Band, ScatterPoint, Series, bar_chart, line_chart, scatter_chart
+from workbench.engine.diagnose import Verdict, loader_verdict
+from workbench.engine.events import CancelToken, Reporter
+from workbench.engine.sweep import best_within_budget, pareto_front
+from workbench.errors import WorkbenchError
+
+__all__ = ["Report", "best_within_budget", "build_report", "collect_report_data", "headline", "pareto_front",
+           "render_html", "write_report"]
+
+#: Metrics of the before/after table: key, label, unit kind, which direction is better.
+METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("accuracy", "Accuracy (eval split)", "pct", "higher"),
+    ("latency_ms_p50", "Latency, median (ms)", "ms", "lower"),
+    ("latency_ms_p95", "Latency, slowest 5% (ms)", "ms", "lower"),
+    ("throughput", "Inference throughput (samples/s)", "rate", "higher"),
+    ("train_samples_per_s", "Training throughput (samples/s)", "rate", "higher"),
+    ("params", "Parameters", "count", "lower"),
+    ("size_bytes", "Model size", "bytes", "lower"),
+)
+TELEMETRY_KEYS = ("cpu_percent", "proc_cpu_percent", "ram_used_bytes", "proc_rss_bytes")
+PREDICTION_SAMPLES = 8
+
+
+@dataclass
+class Report:
+    """The rendered page and every number in it (``data``), ready to save or export."""
+
+    html: str
+    data: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(_jsonable(self.data), indent=2)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Every number in the report as (dotted key, value) pairs; images and recipe text are left out."""
+        return [(k, v) for k, v in _flatten(_numbers_only(self.data)) if v != ""]
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["key", "value"])
+        w.writerows(self.rows())
+        return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------- collect
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _run_info(run: Any) -> dict[str, Any]:
+    s = run.summary or {}
+    ended = run.ended_at or None
+    return {"run_id": run.id, "name": run.name, "kind": run.kind, "status": run.status, "model": run.model,
+            "techniques": list(run.techniques), "created_at": run.created_at, "ended_at": ended,
+            "duration_s": (ended - run.created_at) if ended else None, "error": run.error,
+            "precision": s.get("precision"), "data": s.get("data"), "model_summary": s.get("model")}
+
+
+def _has_result(run: Any) -> bool:
+    return run.kind != "sweep" and bool((run.summary or {}).get("final"))
+
+
+def _metrics_of(d: Mapping[str, Any] | None) -> dict[str, Any]:
+    d = d or {}
+    out = {k: d.get(k) for k, *_ in METRICS}
+    out["latency_batch"] = d.get("latency_batch")
+    out["throughput_batch"] = d.get("throughput_batch")
+    return out
+
+
+def headline(baseline: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str, Any]:
+    """Ratios between two measurements and the one-line sentence built from them.
+
+    ``speedup`` is baseline/final median latency (so 3.1 means 3.1x faster), ``size_ratio`` is
+    baseline/final size, ``accuracy_delta_points`` is final minus baseline in percentage points.
+    A figure missing on either side is left out of the sentence, never guessed.
+    """
+    out: dict[str, Any] = {}
+    parts: list[str] = []
+    bl, fl = _num(baseline.get("latency_ms_p50")), _num(final.get("latency_ms_p50"))
+    if bl and fl:
+        r = bl / fl
+        out["speedup"] = r
+        parts.append(f"{r:.1f}x faster" if r >= 1 else f"{1 / r:.1f}x slower")
+        if baseline.get("latency_batch") != final.get("latency_batch"):
+            out["note"] = (f"latency measured at batch {baseline.get('latency_batch')} vs "
+                           f"{final.get('latency_batch')}")
+    ba, fa = _num(baseline.get("accuracy")), _num(final.get("accuracy"))
+    if ba is not None and fa is not None:
+        d = (fa - ba) * 100
+        out["accuracy_delta_points"] = d
+        sign = "+" if d > 0 else ("\u2212" if d < 0 else "\u00b1")
+        parts.append(f"{sign}{abs(d):.1f} points accuracy")
+    bs, fs = _num(baseline.get("size_bytes")), _num(final.get("size_bytes"))
+    if bs and fs:
+        r = bs / fs
+        out["size_ratio"] = r
+        if abs(r - 1) < 0.005:
+            parts.append("same size")
+        else:
+            parts.append(f"{r:.1f}x smaller" if r > 1 else f"{1 / r:.1f}x larger")
+    bt, ft = _num(baseline.get("throughput")), _num(final.get("throughput"))
+    if bt and ft:
+        out["throughput_ratio"] = ft / bt
+    btr, ftr = _num(baseline.get("train_samples_per_s")), _num(final.get("train_samples_per_s"))
+    if btr and ftr:
+        out["train_speedup"] = ftr / btr
+    out["text"] = ", ".join(parts) if parts else "no comparable measurements"
+    return out
+
+
+def _headline_for(runs: Sequence[Any]) -> dict[str, Any] | None:
+    results = [r for r in runs if _has_result(r)]
+    if len(results) >= 2:
+        a, b = results[0], results[-1]
+        h = headline(a.final, b.final)
+        h.update(mode="runs", baseline_run=a.id, final_run=b.id,
+                 baseline_label=f"run {a.id} ({a.name})", final_label=f"run {b.id} ({b.name})",
+                 baseline=_metrics_of(a.final), final=_metrics_of(b.final))
+        return h
+    if len(results) == 1:
+        r = results[0]
+        base = r.summary.get("baseline")
+        if base and (r.summary.get("stages") or base != r.final):
+            h = headline(base, r.final)
+            h.update(mode="stages", baseline_run=r.id, final_run=r.id, baseline_label=f"run {r.id} before optimization",
+                     final_label=f"run {r.id} after {', '.join(s.get('name', '?') for s in r.summary['stages'])}"
+                     if r.summary.get("stages") else f"run {r.id} final", baseline=_metrics_of(base),
+                     final=_metrics_of(r.final))
+            return h
+        return {"mode": "single", "text": f"one run measured (run {r.id}); add a second run to compare",
+                "final_run": r.id, "final": _metrics_of(r.final)}
+    sweeps = [r for r in runs if r.kind == "sweep"]
+    for s in sweeps:
+        ld = (s.summary.get("sweep") or {}).get("loader") or {}
+        if ld.get("speedup"):
+            return {"mode": "sweep", "sweep_run": s.id, "loader_speedup": ld["speedup"],
+                    "text": f"{ld['speedup']:.1f}x faster training from the loader settings alone "
+                            f"({ld['best']['label']} instead of {ld['default']['label']})"}
+    if sweeps:
+        return {"mode": "sweep", "sweep_run": sweeps[0].id, "text": f"sweep of run {sweeps[0].id}"}
+    return None
+
+
+def _comparison(runs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Rows of the before/after table: each run's baseline (when it differs) and final."""
+    rows: list[dict[str, Any]] = []
+    for r in runs:
+        if not _has_result(r):
+            continue
+        base = r.summary.get("baseline")
+        if base and base != r.final:
+            rows.append({"run_id": r.id, "which": "baseline", "label": f"#{r.id} {r.name}: before",
+                         **_metrics_of(base)})
+        techs = ", ".join(r.techniques) or "plain"
+        rows.append({"run_id": r.id, "which": "final", "label": f"#{r.id} {r.name}: {techs}", **_metrics_of(r.final)})
+    return rows
+
+
+def _pareto(runs: Sequence[Any]) -> dict[str, Any]:
+    """Accuracy vs median latency for every measured model (baseline, stage results, final)."""
+    pts: list[dict[str, Any]] = []
+    for r in runs:
+        if not _has_result(r):
+            continue
+        s = r.summary
+        seen: list[Mapping[str, Any]] = []
+
+        def add(d: Mapping[str, Any] | None, label: str, which: str, run: Any = r, seen: list = seen) -> None:
+            if not d or any(d is x or d == x for x in seen):
+                return
+            if _num(d.get("accuracy")) is None or _num(d.get("latency_ms_p50")) is None:
+                return
+            seen.append(d)
+            pts.append({"run_id": run.id, "which": which, "label": label, "accuracy": d["accuracy"],
+                        "latency_ms_p50": d["latency_ms_p50"], "throughput": d.get("throughput"),
+                        "size_bytes": d.get("size_bytes")})
+
+        add(s.get("baseline"), f"#{r.id} baseline", "baseline")
+        for st in s.get("stages") or []:
+            add(st.get("after"), f"#{r.id} {st.get('name', 'stage')}", "stage")
+        add(r.final, f"#{r.id} {', '.join(r.techniques) or 'plain'}", "final")
+    front = pareto_front(pts, "latency_ms_p50", "accuracy")
+    for p in pts:
+        p["on_front"] = any(p is f for f in front)
+    return {"points": pts, "front": [p["label"] for p in front]}
+
+
+def _sweep_data(run: Any) -> dict[str, Any]:
+    sw = dict((run.summary or {}).get("sweep") or {})
+    sw["run_id"] = run.id
+    sw["name"] = run.name
+    return sw
+
+
+def _stage_spans(store: Any, run: Any) -> list[dict[str, Any]]:
+    """Stages from the run's log ("stage X started/finished"), in seconds since the run started."""
+    open_at: dict[str, float] = {}
+    spans: list[dict[str, Any]] = []
+    for t, level, msg in store.logs(run.id):
+        if level != "stage" or not msg.startswith("stage "):
+            continue
+        body = msg[len("stage "):]
+        if body.endswith(" started"):
+            open_at[body[: -len(" started")]] = t
+        elif body.endswith(" finished"):
+            name = body[: -len(" finished")]
+            if name in open_at:
+                spans.append({"stage": name, "start_s": open_at.pop(name) - run.created_at,
+                              "end_s": t - run.created_at})
+    end = (run.ended_at or time.time()) - run.created_at
+    spans += [{"stage": n, "start_s": t0 - run.created_at, "end_s": end, "unfinished": True}
+              for n, t0 in open_at.items()]
+    spans.sort(key=lambda s: s["start_s"])
+    return spans
+
+
+def _telemetry(store: Any, run: Any, max_points: int = 400) -> dict[str, Any]:
+    series = store.metrics(run.id, keys=list(TELEMETRY_KEYS) + [f"gpu{i}_{k}" for i in range(8)
+                                                                for k in ("util_percent", "mem_used_bytes")])
+    out: dict[str, list[list[float]]] = {}
+    for key, rows in series.items():
+        pts = [[t - run.created_at, v] for t, stage, _step, v in rows if stage == "telemetry"]
+        if len(pts) > max_points:
+            stride = math.ceil(len(pts) / max_points)
+            pts = pts[::stride]
+        if pts:
+            out[key] = pts
+    return {"series": out, "stages": _stage_spans(store, run)}
+
+
+def _verdict(run: Any) -> dict[str, Any] | None:
+    s = run.summary or {}
+    if s.get("loader_verdict"):
+        return dict(s["loader_verdict"])
+    tr = s.get("train") or {}
+    if "data_wait_s" not in tr or "compute_s" not in tr:
+        return None
+    try:
+        from workbench.recipe import loads_recipe
+
+        recipe = loads_recipe(run.recipe, f"run {run.id}")
+    except WorkbenchError:
+        return None
+    return loader_verdict(float(tr["data_wait_s"]), float(tr["compute_s"]), recipe).to_dict()
+
+
+def _environment(run: Any) -> dict[str, Any]:
+    env = dict((run.summary or {}).get("environment") or {})
+    return {k: v for k, v in env.items() if isinstance(v, str | int | float | bool)}
+
+
+def collect_report_data(
+    store: Any,
+    run_ids: Sequence[int],
+    *,
+    predictions: bool = True,
+    reporter: Reporter | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Any]:
+    """Every number (and every sentence's source) of the report, as plain JSON-able data."""
+    reporter = reporter or Reporter()
+    cancel = cancel or CancelToken()
+    if not run_ids:
+        raise WorkbenchError("give at least one run ID (see `workbench runs`)")
+    runs = []
+    for rid in run_ids:
+        run = store.get_run(int(rid))
+        if run is None:
+            raise WorkbenchError(f"no run with ID {rid} in the store (see `workbench runs`)")
+        runs.append(run)
+    reporter.stage_started("report", 4)
+    data: dict[str, Any] = {
+        "generated_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "workbench": __version__,
+        "runs": [_run_info(r) for r in runs],
+        "headline": _headline_for(runs),
+        "comparison": _comparison(runs),
+        "pareto": _pareto(runs),
+        "sweeps": [_sweep_data(r) for r in runs if r.kind == "sweep"],
+        "verdicts": {str(r.id): v for r in runs if (v := _verdict(r))},
+        "environments": {str(r.id): _environment(r) for r in runs},
+        "recipes": {str(r.id): r.recipe for r in runs},
+    }
+    reporter.progress(1, 4, "telemetry")
+    data["telemetry"] = {str(r.id): _telemetry(store, r) for r in runs}
+    cancel.raise_if_cancelled()
+    reporter.progress(2, 4, "sample predictions")
+    data["predictions"] = (_predictions(store, runs, cancel) if predictions
+                           else {"available": False, "reason": "sample predictions were not requested"})
+    reporter.progress(4, 4, "done")
+    reporter.stage_finished("report", {"runs": len(runs)})
+    return data
+
+
+# -------------------------------------------------------------------------------------- predictions
+
+
+def _png_data_uri(img: Any, scale: int = 3) -> str:
+    from PIL import Image
+
+    im = Image.fromarray(img)
+    if scale > 1 and max(im.size) < 96:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _pick_indices(targets: Any, num_classes: int, n: int) -> list[int]:
+    """Deterministic eval samples spread over classes (first of each class, then second, ...)."""
+    import numpy as np
+
+    t = np.asarray(targets, dtype=np.int64)
+    per_class = [list(np.flatnonzero(t == c)) for c in range(num_classes)]
+    out: list[int] = []
+    depth = 0
+    while len(out) < min(n, len(t)):
+        added = False
+        for idx in per_class:
+            if depth < len(idx) and len(out) < n:
+                out.append(int(idx[depth]))
+                added = True
+        if not added:
+            break
+        depth += 1
+    return out
+
+
+def _predictions(store: Any, runs: Sequence[Any], cancel: CancelToken) -> dict[str, Any]:
+    """Predictions of each run's saved model on the same few eval images, side by side."""
+    import numpy as np
+    import torch
+
+    from workbench.engine.data import load_dataset
+    from workbench.engine.data.sources import _to_hwc_uint8
+    from workbench.engine.models import load_model, load_weights
+    from workbench.recipe import loads_recipe
+
+    candidates = [r for r in runs if r.kind != "sweep"]
+    if not candidates:
+        return {"available": False, "reason": "no training runs in this report (sweeps keep no trained model)"}
+    status: dict[str, str] = {}
+    ref = None  # (run, recipe, bundle)
+    models: dict[int, Any] = {}
+    for r in candidates:
+        cancel.raise_if_cancelled()
+        try:
+            recipe = loads_recipe(r.recipe, f"run {r.id}")
+        except WorkbenchError as exc:
+            status[str(r.id)] = f"its recipe no longer validates ({exc})"
+            continue
+        if ref is not None and recipe.data != ref[1].data:
+            status[str(r.id)] = f"it used different data than run {ref[0].id}, so its predictions are not comparable"
+            continue
+        arts = store.artifacts(r.id, "weights")
+        if not arts:
+            status[str(r.id)] = ("it saved no weights (only runs that finish with a PyTorch model do; "
+                                 f"status: {r.status})")
+            continue
+        if not arts[-1].path.exists():
+            status[str(r.id)] = f"its weights file {arts[-1].path} no longer exists"
+            continue
+        try:
+            bundle = ref[2] if ref is not None else load_dataset(recipe.data)
+        except WorkbenchError as exc:
+            status[str(r.id)] = f"its data cannot be loaded now ({exc})"
+            continue
+        if bundle.kind != "image":
+            status[str(r.id)] = f"its data is {bundle.kind}, not images"
+            continue
+        try:
+            loaded = load_model(recipe.model.model_copy(update={"weights": ""}), bundle.num_classes,
+                                tuple(bundle.input_shape))
+            if loaded.module is None:
+                raise WorkbenchError("an ONNX model (no PyTorch weights to load)")
+            load_weights(loaded.module, arts[-1].path)
+        except WorkbenchError as exc:
+            status[str(r.id)] = (f"its model could not be rebuilt from the recipe and saved weights ({exc}); "
+                                 "structured pruning, for one, changes layer shapes the recipe does not record")
+            continue
+        if ref is None:
+            ref = (r, recipe, bundle)
+        models[r.id] = loaded.module.eval()
+        status[str(r.id)] = "ok"
+    if ref is None:
+        return {"available": False, "reason": "; ".join(f"run {k}: {v}" for k, v in status.items()),
+                "status": status}
+    bundle = ref[2]
+    ds = bundle.eval
+    idx = _pick_indices(getattr(ds, "targets", []), bundle.num_classes, PREDICTION_SAMPLES)
+    xs = torch.stack([ds[i][0] for i in idx])
+    preds: dict[int, list[int]] = {}
+    confs: dict[int, list[float]] = {}
+    with torch.inference_mode():
+        for rid, m in models.items():
+            probs = torch.softmax(m(xs).float(), dim=1)
+            c, p = probs.max(dim=1)
+            preds[rid], confs[rid] = p.tolist(), c.tolist()
+    samples = []
+    targets = np.asarray(ds.targets)
+    for k, i in enumerate(idx):
+        raw = ds.raw_image(i) if hasattr(ds, "raw_image") else None
+        img = _to_hwc_uint8(raw) if raw is not None else None
+        true = int(targets[i])
+        samples.append({"index": i, "true": bundle.class_names[true],
+                        "image": _png_data_uri(img) if img is not None else None,
+                        "predictions": {str(rid): {"label": bundle.class_names[preds[rid][k]],
+                                                   "correct": preds[rid][k] == true,
+                                                   "confidence": confs[rid][k]} for rid in models}})
+    return {"available": True, "reference_run": ref[0].id, "runs": [str(r) for r in models], "status": status,
+            "samples": samples, "note": "each model is the run's saved PyTorch weights (the model at the end of "
+            "the run); an exported ONNX/INT8 file is not re-run here"}
+
+
+# ------------------------------------------------------------------------------------------- render
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d1d1f}
+main{max-width:980px;margin:0 auto;padding:24px 28px 48px;background:#fff}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:36px 0 8px;border-bottom:1px solid #e3e3e3;padding-bottom:4px}
+h3{font-size:15px;margin:20px 0 6px}
+.headline{font-size:28px;font-weight:700;color:#0b5394;margin:14px 0 4px}
+.sub,.explain{color:#555;font-size:13px;margin:4px 0 10px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border-bottom:1px solid #eee;padding:5px 10px;text-align:right;vertical-align:top}
+th:first-child,td:first-child{text-align:left} th{background:#fafafa}
+.good{color:#1a7f37;font-weight:600} .bad{color:#b42318;font-weight:600}
+.verdict{border-left:4px solid #0072B2;padding:6px 12px;margin:10px 0;background:#f4f8fc}
+.verdict.loader-bound{border-color:#D55E00;background:#fdf4ee} .verdict.compute-bound{border-color:#009E73;background:#eefaf5}
+.why{color:#8a5a00;background:#fff8e6;padding:6px 10px;font-size:13px}
+pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px;border:1px solid #eee}
+figure{margin:10px 0} svg.chart{max-width:100%;height:auto;border:1px solid #eee}
+.samples td{text-align:center} .samples img{image-rendering:pixelated;width:72px;height:72px}
+footer{color:#888;font-size:12px;margin-top:36px}
+"""
+
+
+def _fmt(v: Any, kind: str = "") -> str:
+    n = _num(v)
+    if n is None:
+        return "\u2014" if v is None else escape(str(v))
+    if kind == "pct":
+        return f"{n * 100:.1f} %"
+    if kind == "bytes":
+        return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+    if kind == "ms":
+        return f"{n:.3f}" if n < 10 else f"{n:.1f}"
+    if kind in ("rate", "count"):
+        return f"{n:,.0f}"
+    return f"{n:,.3g}" if abs(n) < 1000 else f"{n:,.0f}"
+
+
+def _change(key: str, kind: str, better: str, before: Any, after: Any) -> str:
+    b, a = _num(before), _num(after)
+    if b is None or a is None or (b == 0 and kind != "pct"):
+        return ""
+    if kind == "pct":
+        d = (a - b) * 100
+        cls = "good" if d > 0.05 else ("bad" if d < -0.05 else "")
+        return f'<span class="{cls}">{"+" if d >= 0 else chr(0x2212)}{abs(d):.1f} pts</span>'
+    if a == 0:
+        return ""
+    r = a / b
+    improved = r < 1 if better == "lower" else r > 1
+    cls = "good" if improved and abs(r - 1) > 0.02 else ("bad" if not improved and abs(r - 1) > 0.02 else "")
+    if better == "lower":
+        word = "faster" if kind == "ms" else "smaller"
+        text = f"{1 / r:.2f}x {word}" if r <= 1 else f"{r:.2f}x {'slower' if kind == 'ms' else 'larger'}"
+    else:
+        text = f"{r:.2f}x"
+    return f'<span class="{cls}">{text}</span>'
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    c = f' class="{cls}"' if cls else ""
+    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _section_summary(data: dict[str, Any]) -> str:
+    rows = data["comparison"]
+    if not rows:
+        return ""
+    out = ['<section id="comparison"><h2>Before and after</h2>',
+           '<p class="explain">Each column is one measured model. Latency is the time to answer one request '
+           '(batch shown in brackets); throughput is how many samples per second it handles at its best batch '
+           'size. Green means better than the first column.</p>']
+    headers = ["Measure"] + [r["label"] for r in rows]
+    first = rows[0]
+    body = []
+    for key, label, kind, better in METRICS:
+        cells = [escape(label)]
+        for j, r in enumerate(rows):
+            cell = _fmt(r.get(key), kind)
+            if key.startswith("latency") and r.get("latency_batch"):
+                cell += f' <span class="sub">(batch {r["latency_batch"]})</span>'
+            if j > 0:
+                ch = _change(key, kind, better, first.get(key), r.get(key))
+                cell += f"<br>{ch}" if ch else ""
+            cells.append(cell)
+        body.append(cells)
+    out.append(_table(headers, body))
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _section_pareto(data: dict[str, Any]) -> str:
+    pts = data["pareto"]["points"]
+    if not pts:
+        return ""
+    sp = [ScatterPoint(p["latency_ms_p50"], p["accuracy"] * 100, p["label"], highlight=p["on_front"],
+                       group=f"run {p['run_id']}") for p in pts]
+    front = [(p["latency_ms_p50"], p["accuracy"] * 100) for p in pts if p["on_front"]]
+    svg = scatter_chart(sp, title="Accuracy against latency", x_label="median latency (ms), lower is better",
+                        y_label="accuracy (%), higher is better", frontier=front)
+    return ('<section id="pareto"><h2>Trade-off: accuracy against speed</h2>'
+            '<p class="explain">Up and to the left is better. Ringed points, joined by the dashed line, are the '
+            "best trade-offs (the Pareto frontier): no other model is both faster and at least as accurate.</p>"
+            f"<figure>{svg}</figure></section>")
+
+
+def _sweep_charts(sw: dict[str, Any]) -> list[str]:
+    charts: list[str] = []
+    inf = sw.get("inference") or []
+    trn = sw.get("train") or []
+    precs = list(dict.fromkeys(p["precision"] for p in inf + trn))
+    sizes = sorted({p["batch_size"] for p in inf + trn})
+    ticks = {float(b): str(b) for b in sizes}
+    log_x = bool(sizes) and max(sizes) / max(1, min(sizes)) >= 8
+    if inf:
+        series = []
+        for prec in precs:
+            pts = [p for p in inf if p["precision"] == prec]
+            series.append(Series(f"{prec} median", [(p["batch_size"], p["p50_ms"]) for p in pts]))
+            series.append(Series(f"{prec} p95", [(p["batch_size"], p["p95_ms"]) for p in pts], dashed=True,
+                                 color=series[-1].color))
+        for i, s in enumerate(series):
+            s.color = s.color or ["#0072B2", "#E69F00", "#009E73"][(i // 2) % 3]
+        charts.append(line_chart(series, title="Inference latency by batch size", x_label="batch size",
+                                 y_label="ms per batch", log_x=log_x, x_tick_labels=ticks))
+    thr = [Series(f"inference {prec}", [(p["batch_size"], p["throughput"]) for p in inf if p["precision"] == prec])
+           for prec in precs if any(p["precision"] == prec for p in inf)]
+    thr += [Series(f"training {prec}", [(p["batch_size"], p["throughput"]) for p in trn if p["precision"] == prec],
+                   dashed=True) for prec in precs if any(p["precision"] == prec for p in trn)]
+    if thr:
+        charts.append(line_chart(thr, title="Throughput by batch size", x_label="batch size",
+                                 y_label="samples per second", log_x=log_x, x_tick_labels=ticks))
+    if inf:
+        budget = sw.get("budget") or {}
+        key = budget.get("latency_key") or "p95_ms"
+        best = budget.get("best")
+        sp = [ScatterPoint(p[key], p["throughput"], f"{p['precision']} b{p['batch_size']}",
+                           highlight=best is not None and p == best, group=p["precision"]) for p in inf]
+        vline = (budget["budget_ms"], f"budget {budget['budget_ms']:g} ms") if budget.get("budget_ms") else None
+        charts.append(scatter_chart(sp, title=f"Throughput against latency ({key.removesuffix('_ms')})",
+                                    x_label=f"latency {key.removesuffix('_ms')} (ms per batch)",
+                                    y_label="samples per second", vline=vline, log_x=True))
+    ld = sw.get("loader") or {}
+    lpts = ld.get("points") or []
+    if lpts:
+        cats = [p["label"] + (" (default)" if p.get("is_default") else "") for p in lpts]
+        best_i = next((i for i, p in enumerate(lpts) if ld.get("best") and p["label"] == ld["best"]["label"]), None)
+        charts.append(bar_chart(cats, [("loader alone", [p["loader_samples_per_s"] for p in lpts]),
+                                       ("training steps", [p["train_samples_per_s"] for p in lpts])],
+                                title="DataLoader settings: samples per second", y_label="samples per second",
+                                highlight=best_i))
+        charts.append(bar_chart(cats, [("waiting for data (%)", [100 * (p["data_wait_fraction"] or 0) for p in lpts])],
+                                title="Share of each training step spent waiting for data", y_label="% of step",
+                                value_fmt="{:.0f} %", highlight=best_i))
+    return charts
+
+
+def _section_sweeps(data: dict[str, Any]) -> str:
+    if not data["sweeps"]:
+        return ""
+    out = ['<section id="sweeps"><h2>Sweeps</h2>',
+           '<p class="explain">How speed changes with batch size, precision and data-loading settings. Each point '
+           "was timed after warm-up; median and the slowest 5 % (p95) are shown.</p>"]
+    for sw in data["sweeps"]:
+        out.append(f"<h3>Run {sw['run_id']}: {escape(sw.get('name', ''))}</h3>")
+        budget = sw.get("budget") or {}
+        if budget.get("message"):
+            out.append(f'<p class="verdict">{escape(budget["message"])}</p>')
+        ld = sw.get("loader") or {}
+        if ld.get("speedup"):
+            out.append(f'<p class="verdict">Best loader setting: <b>{escape(ld["best"]["label"])}</b>, '
+                       f'{ld["best"]["train_samples_per_s"]:,.0f} training samples/s, <b>{ld["speedup"]:.2f}x</b> the '
+                       f'default ({escape(ld["default"]["label"])}, {ld["default"]["train_samples_per_s"]:,.0f}).</p>')
+        out += [f"<figure>{c}</figure>" for c in _sweep_charts(sw)]
+        if ld.get("points"):
+            rows = [[escape(p["label"]) + (" <b>(default)</b>" if p.get("is_default") else ""),
+                     _fmt(p["loader_samples_per_s"], "rate"), _fmt(p["train_samples_per_s"], "rate"),
+                     _fmt(p["data_wait_fraction"], "pct"), escape(p["verdict"]["kind"])] for p in ld["points"]]
+            out.append(_table(["Loader setting", "Loader alone (samples/s)", "Training (samples/s)",
+                               "Waiting for data", "Verdict"], rows))
+        skipped = (sw.get("skipped") or []) + (ld.get("skipped") or [])
+        notes = (sw.get("notes") or []) + (ld.get("notes") or [])
+        if skipped:
+            out.append("<p class=\"sub\">Not measured: " + "; ".join(
+                f"{escape(s['what'])} ({escape(s['reason'])})" for s in skipped) + "</p>")
+        if notes:
+            out.append("<p class=\"sub\">Notes: " + "; ".join(escape(n) for n in notes) + "</p>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _section_verdicts(data: dict[str, Any]) -> str:
+    items = []
+    for rid, v in data["verdicts"].items():
+        verdict = Verdict.from_dict(v)
+        sugg = "".join(f"<li>{escape(s)}</li>" for s in verdict.suggestions)
+        items.append(f'<div class="verdict {escape(verdict.kind)}"><b>Run {escape(rid)}: {escape(verdict.kind)}</b>'
+                     f"<br>{escape(verdict.message)}" + (f"<ul>{sugg}</ul>" if sugg else "") + "</div>")
+    for sw in data["sweeps"]:
+        for p in (sw.get("loader") or {}).get("points") or []:
+            if p.get("is_default"):
+                v = Verdict.from_dict(p["verdict"])
+                sugg = "".join(f"<li>{escape(s)}</li>" for s in v.suggestions)
+                items.append(f'<div class="verdict {escape(v.kind)}"><b>Sweep {sw["run_id"]}, default loader '
+                             f"({escape(p['label'])}): {escape(v.kind)}</b><br>{escape(v.message)}"
+                             + (f"<ul>{sugg}</ul>" if sugg else "") + "</div>")
+    if not items:
+        return ""
+    return ('<section id="loader"><h2>Is training waiting for data?</h2><p class="explain">Every training step '
+            "either waits for the next batch or computes. When waiting dominates, the data pipeline, not the model, "
+            "sets the speed.</p>" + "".join(items) + "</section>")
+
+
+def _section_telemetry(data: dict[str, Any]) -> str:
+    out = []
+    for rid, tel in data["telemetry"].items():
+        ser = tel["series"]
+        if not ser:
+            continue
+        bands = [Band(s["start_s"], s["end_s"], s["stage"]) for s in _top_level(tel["stages"])]
+        cpu = [Series(name, [tuple(p) for p in ser[key]]) for key, name in
+               (("cpu_percent", "machine CPU %"), ("proc_cpu_percent", "this process CPU %")) if key in ser]
+        gpu = [Series(f"GPU {k[3]} util %", [tuple(p) for p in ser[k]]) for k in ser if k.endswith("_util_percent")]
+        charts = []
+        if cpu or gpu:
+            charts.append(line_chart(cpu + gpu, title=f"Run {rid}: processor load over time", x_label="seconds",
+                                     y_label="percent", bands=bands))
+        mem = [Series(name, [(t, v / 2**30) for t, v in ser[key]]) for key, name in
+               (("ram_used_bytes", "machine RAM used (GiB)"), ("proc_rss_bytes", "this process (GiB)")) if key in ser]
+        mem += [Series(f"GPU {k[3]} memory (GiB)", [(t, v / 2**30) for t, v in ser[k]])
+                for k in ser if k.endswith("_mem_used_bytes")]
+        if mem:
+            charts.append(line_chart(mem, title=f"Run {rid}: memory over time", x_label="seconds", y_label="GiB",
+                                     bands=bands))
+        out += [f"<figure>{c}</figure>" for c in charts]
+    if not out:
+        return ""
+    return ('<section id="telemetry"><h2>Hardware use over time</h2><p class="explain">Shaded bands are the '
+            "job's stages (from its log); hover for names.</p>" + "".join(out) + "</section>")
+
+
+def _top_level(stages: list[dict[str, Any]], limit: int = 24) -> list[dict[str, Any]]:
+    """Stages not nested inside another one (so bands do not overlap), at most ``limit``."""
+    out: list[dict[str, Any]] = []
+    for s in stages:
+        if out and s["start_s"] >= out[-1]["start_s"] and s["end_s"] <= out[-1]["end_s"]:
+            continue
+        out.append(s)
+    return out[:limit]
+
+
+def _section_predictions(data: dict[str, Any]) -> str:
+    pr = data["predictions"]
+    head = '<section id="predictions"><h2>Sample predictions</h2>'
+    if not pr.get("available"):
+        return head + f'<p class="why">No sample predictions: {escape(pr.get("reason", "unavailable"))}.</p></section>'
+    runs = pr["runs"]
+    headers = ["Image", "True class"] + [f"Run {r}" for r in runs]
+    rows = []
+    for s in pr["samples"]:
+        img = f'<img alt="eval sample {s["index"]}" src="{s["image"]}">' if s["image"] else "\u2014"
+        cells = [img, escape(s["true"])]
+        for r in runs:
+            p = s["predictions"][r]
+            mark = "good" if p["correct"] else "bad"
+            cells.append(f'<span class="{mark}">{escape(p["label"])}</span><br>'
+                         f'<span class="sub">{p["confidence"] * 100:.0f} % sure</span>')
+        rows.append(cells)
+    missing = [f"run {k}: {v}" for k, v in pr.get("status", {}).items() if v != "ok"]
+    extra = f'<p class="why">Not shown: {escape("; ".join(missing))}.</p>' if missing else ""
+    return (head + f'<p class="explain">The same eval images through each model (green = correct). '
+            f'{escape(pr.get("note", ""))}.</p>' + _table(headers, rows, "samples") + extra + "</section>")
+
+
+def _section_environment(data: dict[str, Any]) -> str:
+    envs = data["environments"]
+    keys = list(dict.fromkeys(k for e in envs.values() for k in e))
+    if not keys:
+        return ""
+    rows = [[escape(k)] + [escape(str(envs[r].get(k, "\u2014"))) for r in envs] for k in keys]
+    return ('<section id="environment"><h2>Where this was measured</h2><p class="explain">Speed depends on the '
+            "machine and library versions; compare numbers only from the same setup.</p>"
+            + _table(["", *[f"Run {r}" for r in envs]], rows) + "</section>")
+
+
+def _section_recipes(data: dict[str, Any]) -> str:
+    out = ['<section id="recipes"><h2>Exact recipes</h2><p class="explain">Run any of these again with '
+           "<code>workbench run recipe.toml</code>.</p>"]
+    for rid, text in data["recipes"].items():
+        out.append(f"<details open><summary>Run {escape(rid)}</summary><pre>{escape(text or '(no recipe stored)')}"
+                   "</pre></details>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _section_runs(data: dict[str, Any]) -> str:
+    rows = []
+    for r in data["runs"]:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"]))
+        rows.append([str(r["run_id"]), escape(r["name"]), escape(r["kind"]), escape(r["status"]), escape(r["model"]),
+                     escape(", ".join(r["techniques"]) or "\u2014"), when,
+                     _fmt(r["duration_s"]) + " s" if r["duration_s"] else "\u2014"])
+    return ('<section id="runs"><h2>Runs in this report</h2>'
+            + _table(["ID", "Name", "Kind", "Status", "Model", "Techniques", "Started", "Took"], rows)
+            + "".join(f'<p class="why">Run {r["run_id"]}: {escape(r["error"])}</p>' for r in data["runs"] if r["error"])
+            + "</section>")
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """The report page from ``collect_report_data``'s dict (and nothing else)."""
+    h = data.get("headline") or {}
+    names = ", ".join(f"#{r['run_id']} {r['name']}" for r in data["runs"])
+    sub = ""
+    if h.get("baseline_label"):
+        sub = f"{escape(h['final_label'])} compared with {escape(h['baseline_label'])}"
+        if h.get("note"):
+            sub += f" ({escape(h['note'])})"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>Workbench report: {escape(names)}</title><style>{_CSS}</style></head><body><main>",
+        f'<header><h1>Acceleration report</h1><p class="sub">{escape(names)}</p>',
+        f'<p class="headline" id="headline">{escape(h.get("text", "no measurements"))}</p>',
+        f'<p class="sub">{sub}</p></header>',
+        _section_summary(data),
+        _section_pareto(data),
+        _section_sweeps(data),
+        _section_verdicts(data),
+        _section_telemetry(data),
+        _section_predictions(data),
+        _section_runs(data),
+        _section_environment(data),
+        _section_recipes(data),
+        f"<footer>Made by Acceleration Workbench {escape(data['workbench'])} on {escape(data['generated_at'])}. "
+        "Every number here is also in the report's --json/--csv export.</footer>",
+        "</main></body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def build_report(
+    store: Any,
+    run_ids: Sequence[int],
+    *,
+    predictions: bool = True,
+    reporter: Reporter | None = None,
+    cancel: CancelToken | None = None,
+) -> Report:
+    """Collect and render the report of ``run_ids`` (in that order: the first is the baseline)."""
+    data = collect_report_data(store, run_ids, predictions=predictions, reporter=reporter, cancel=cancel)
+    return Report(render_html(data), data)
+
+
+def write_report(
+    store: Any,
+    run_ids: Sequence[int],
+    out: str | Path,
+    *,
+    csv_path: str | Path | None = None,
+    json_path: str | Path | None = None,
+    predictions: bool = True,
+    reporter: Reporter | None = None,
+    cancel: CancelToken | None = None,
+) -> Report:
+    """Build the report and write the HTML (and optional CSV/JSON exports) atomically."""
+    from workbench.engine.fileio import atomic_write_text
+
+    report = build_report(store, run_ids, predictions=predictions, reporter=reporter, cancel=cancel)
+    atomic_write_text(Path(out), report.html)
+    if csv_path:
+        atomic_write_text(Path(csv_path), report.to_csv())
+    if json_path:
+        atomic_write_text(Path(json_path), report.to_json())
+    return report
+
+
+# ------------------------------------------------------------------------------------------ exports
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, Mapping):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+def _numbers_only(o: Any) -> Any:
+    """Drop what is not a number's context: images and recipe texts (kept in JSON, not in CSV)."""
+    if isinstance(o, Mapping):
+        return {k: _numbers_only(v) for k, v in o.items() if k not in ("image", "recipes")}
+    if isinstance(o, list):
+        return [_numbers_only(v) for v in o]
+    return o
+
+
+def _flatten(o: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted.key, value) for numeric and short text leaves; list items keyed by label/run when they have one."""
+    if isinstance(o, Mapping):
+        for k, v in o.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(o, list):
+        if o and all(isinstance(v, int | float) and not isinstance(v, bool) for v in o) and len(o) <= 4:
+            yield prefix, " ".join(f"{v:g}" for v in o)
+            return
+        for i, v in enumerate(o):
+            key = str(i)
+            if isinstance(v, Mapping):
+                tag = v.get("label") or (f"{v['kind']}-{v.get('precision')}-b{v['batch_size']}"
+                                         if "batch_size" in v and "kind" in v else None)
+                key = f"{i}[{tag}]" if tag else key
+            yield from _flatten(v, f"{prefix}[{key}]")
+    elif isinstance(o, bool):
+        yield prefix, str(o).lower()
+    elif isinstance(o, int | float):
+        if math.isfinite(o):
+            yield prefix, f"{o:.6g}" if isinstance(o, float) else str(o)
+    elif isinstance(o, str) and len(o) <= 200:
+        yield prefix, o
