@@ -165,8 +165,10 @@ def test_sensitivity_rows_one_per_group() -> None:
 
 
 def _prune_recipe(method: str) -> object:
-    r = tiny_recipe("prune", epochs=1)
+    r = tiny_recipe("prune", epochs=0, samples_per_class=20)  # fine-tuning is the training here: fast
+    r.model.width = 0.5
     r.bench.batch_sizes = [1]
+    r.bench.iters = 3
     r.prune = PruneSection(method=method, ratio=0.5, finetune_epochs=1, scope="global")
     return r
 

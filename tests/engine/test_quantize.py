@@ -58,16 +58,22 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (home / "datasets").symlink_to(SHARED_DATASETS, target_is_directory=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WORKBENCH_HOME", str(home))
-        data = load_dataset(DataSection(samples_per_class=60, augment=False, cache=True))
+        data = load_dataset(DataSection(samples_per_class=40, augment=False, cache=True))
     out: dict[str, Any] = {"data": data, "dir": tmp_path_factory.mktemp("q")}
     all_x = torch.stack([data.train[i][0] for i in range(len(data.train))] +
                         [data.eval[i][0] for i in range(len(data.eval))]).numpy()
     all_y = np.array([data.train[i][1] for i in range(len(data.train))] +
                      [data.eval[i][1] for i in range(len(data.eval))])
     out["xy"] = (all_x, all_y)
-    for name, steps, lr in (("small_cnn", 60, 3e-3), ("transformer", 60, 1e-3)):
+    # Small enough to train in seconds; the transformer is the zoo ViT at depth 1 / dim 64 (same ops:
+    # patch conv, attention MatMuls, LayerNorm, GELU MLP), which learns far faster than the default.
+    configs: tuple[tuple[str, dict[str, Any], int], ...] = (
+        ("small_cnn", {}, 40),
+        ("transformer", {"depth": 1, "dim": 64, "dropout": 0.0, "patch_size": 4}, 100),
+    )
+    for name, kwargs, steps in configs:
         torch.manual_seed(0)
-        m = _train(build_zoo_model(name, data.num_classes, data.input_shape), data, steps, lr)
+        m = _train(build_zoo_model(name, data.num_classes, data.input_shape, **kwargs), data, steps, 3e-3)
         out[name] = (m, export_onnx(m, data.input_shape, out["dir"] / f"{name}.onnx"))
     out["calib"] = calibration_batches(data.train, data.eval, 128)
     return out
@@ -92,8 +98,10 @@ def test_int8_loads_runs_and_keeps_accuracy(setup: dict[str, Any], name: str, me
         q_acc = _accuracy(ort_predict_fn(rt), setup["xy"])
     finally:
         rt.close()
-    assert float_acc > 0.3, f"{name} did not learn ({float_acc:.3f}); the test would prove nothing"
+    assert float_acc > 0.2, f"{name} did not learn ({float_acc:.3f}, chance 0.1); the test would prove nothing"
     assert abs(float_acc - q_acc) * 100 <= 2.0, (name, method, float_acc, q_acc)
+    agree = parity(torch_predict_fn(model), ort_predict_fn(OrtRuntime(out.path)), setup["calib"][:2])
+    assert agree.top1_agreement >= 0.9
     ops = {n.op_type for n in onnx.load(str(out.path)).graph.node}
     assert ("QuantizeLinear" in ops) if method == "static" else ("DynamicQuantizeLinear" in ops)
 

@@ -53,6 +53,8 @@ def test_short_run_fills_plots_and_runs_table(window, qtbot) -> None:
     assert len(dash.cpu.series["cpu"].buffer) > 0
     x, _y = dash.throughput.series["train"].item.getData()
     assert x is not None and len(x) > 0  # the redraw timer pushed the buffer into the curve
+    x, _y = dash.throughput.series["inference"].item.getData()
+    assert x is not None and len(x) > 0  # sparse markers are not clipped away
     assert not dash.timer.isActive()
     assert window.progress.format() == "Done"
     assert "completed" in window.log_view.toPlainText()

@@ -21,7 +21,7 @@ from html import escape
 #: Colour-blind-friendly palette (Okabe & Ito), in the order series get them.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
-_MARGIN_L, _MARGIN_R, _MARGIN_T, _MARGIN_B = 64, 16, 34, 46
+_MARGIN_L, _MARGIN_R, _MARGIN_T, _MARGIN_B = 64, 16, 46, 46
 _FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"
 
 
@@ -118,9 +118,9 @@ def fmt_num(v: float) -> str:
         return "0"
     a = abs(v)
     if a >= 1e6:
-        return f"{v / 1e6:g}M"
+        return f"{v / 1e6:.3g}M"
     if a >= 1e4:
-        return f"{v / 1e3:g}k"
+        return f"{v / 1e3:.3g}k"
     if a >= 100:
         return f"{v:.0f}"
     if a >= 1:
@@ -177,22 +177,46 @@ def _frame(out: list[str], xa: Axis, ya: Axis, x_label: str, y_label: str, width
 
 
 def _legend(out: list[str], entries: list[tuple[str, str, bool]], width: int) -> None:
-    """Legend across the top right: (name, colour, dashed)."""
-    x = width - _MARGIN_R - 6
-    y = _MARGIN_T + 14
-    for name, color, dashed in entries:
-        text_w = 6.2 * len(name)
+    """One legend row between the title and the plot, right-aligned, so it never hides data."""
+    x = width - _MARGIN_R
+    y = _MARGIN_T - 10
+    for name, color, dashed in reversed(entries):
+        text_w = 6.0 * len(name)
         dash = ' stroke-dasharray="5 3"' if dashed else ""
-        out.append(f'<text x="{x:.1f}" y="{y}" text-anchor="end" fill="#222">{escape(name)}</text>')
-        out.append(f'<line x1="{x - text_w - 24:.1f}" y1="{y - 4}" x2="{x - text_w - 6:.1f}" y2="{y - 4}" '
+        out.append(f'<text class="legend" x="{x:.1f}" y="{y}" text-anchor="end" fill="#222">{escape(name)}</text>')
+        out.append(f'<line x1="{x - text_w - 22:.1f}" y1="{y - 4}" x2="{x - text_w - 4:.1f}" y2="{y - 4}" '
                    f'stroke="{color}" stroke-width="2.5"{dash}/>')
-        y += 15
+        x -= text_w + 34
+        if x < _MARGIN_L + 60:  # wrap is not worth it in a report chart: stop rather than overflow
+            break
 
 
 def _no_data(out: list[str], width: int, height: int, message: str = "no data") -> str:
     out.append(f'<text x="{width / 2:.1f}" y="{height / 2:.1f}" text-anchor="middle" fill="#888">{escape(message)}</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _padded(values: list[float], log: bool, frac: float = 0.06) -> list[float]:
+    """Values plus a margin on both ends, so points and their labels do not sit on the frame."""
+    vals = [v for v in values if _finite(v) and (not log or v > 0)]
+    if not vals:
+        return values
+    lo, hi = min(vals), max(vals)
+    if log:
+        k = (hi / lo) ** frac if hi > lo else 1.5
+        return [*vals, lo / k, hi * k]
+    pad = (hi - lo) * frac or (abs(hi) * frac or 1.0)
+    return [*vals, lo - pad, hi + pad]
+
+
+def _two_lines(text: str, width: int) -> list[str]:
+    """Split a category label at the space nearest its middle when it is wider than ``width`` chars."""
+    if len(text) <= width or " " not in text:
+        return [text]
+    mid = len(text) // 2
+    cut = min((i for i, ch in enumerate(text) if ch == " "), key=lambda i: abs(i - mid))
+    return [text[:cut].rstrip(), text[cut + 1:]]
 
 
 def line_chart(
@@ -232,8 +256,11 @@ def line_chart(
         fill = "#f2f2f2" if i % 2 == 0 else "#e8eef7"
         out.append(f'<rect class="band" x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{bottom - top}" '
                    f'fill="{fill}"><title>{escape(b.label)}</title></rect>')
-        out.append(f'<text x="{x0 + 3:.1f}" y="{top + 11 + 11 * (i % 2)}" fill="#666" font-size="10">'
-                   f"{escape(b.label[:24])}</text>")
+        room = max(0, int((x1 - x0 - 4) / 5.5))
+        if room >= 3:
+            label = b.label if len(b.label) <= room else b.label[: room - 1] + "\u2026"
+            out.append(f'<text x="{x0 + 3:.1f}" y="{top + 11 + 11 * (i % 2)}" fill="#666" font-size="10">'
+                       f"{escape(label)}</text>")
     _frame(out, xa, ya, x_label, y_label, width, height, x_tick_labels)
     if hline is not None and _finite(hline[0]):
         y = ya(hline[0])
@@ -279,8 +306,8 @@ def scatter_chart(
         return _no_data(out, width, height)
     xs = [p.x for p in pts] + ([vline[0]] if vline and _finite(vline[0]) else [])
     ys = [p.y for p in pts]
-    xa = _axis(xs, _MARGIN_L + 8, width - _MARGIN_R - 8, log_x, include_zero=False)
-    ya = _axis(ys, height - _MARGIN_B - 8, _MARGIN_T + 8, False, include_zero=include_zero)
+    xa = _axis(_padded(xs, log_x), _MARGIN_L, width - _MARGIN_R, log_x, include_zero=False)
+    ya = _axis(_padded(ys, False), height - _MARGIN_B, _MARGIN_T, False, include_zero=include_zero)
     _frame(out, xa, ya, x_label, y_label, width, height)
     if vline is not None and _finite(vline[0]) and (not log_x or vline[0] > 0):
         x = xa(vline[0])
@@ -365,7 +392,7 @@ def bar_chart(
             if len(categories) * len(series) <= 24:
                 out.append(f'<text x="{x + bar_w / 2 - 1:.1f}" y="{min(y, zero) - 3:.1f}" text-anchor="middle" '
                            f'font-size="9" fill="#333">{escape(fmt_num(v))}</text>')
-        lines = [cat] if len(cat) <= 14 else [cat[: len(cat) // 2], cat[len(cat) // 2:]]
+        lines = _two_lines(cat, max(6, int(group_w / 6)))
         for li, line in enumerate(lines):
             out.append(f'<text x="{gx + group_w / 2:.1f}" y="{plot_bottom + 14 + 12 * li}" text-anchor="middle" '
                        f'fill="#444" font-size="10">{escape(line)}</text>')

@@ -91,7 +91,8 @@ def _run_info(run: Any) -> dict[str, Any]:
     return {"run_id": run.id, "name": run.name, "kind": run.kind, "status": run.status, "model": run.model,
             "techniques": list(run.techniques), "created_at": run.created_at, "ended_at": ended,
             "duration_s": (ended - run.created_at) if ended else None, "error": run.error,
-            "precision": s.get("precision"), "data": s.get("data"), "model_summary": s.get("model")}
+            "precision": s.get("precision"), "data": s.get("data"),
+            "model_summary": {k: v for k, v in (s.get("model") or {}).items() if k != "layers"}}
 
 
 def _has_result(run: Any) -> bool:
@@ -447,7 +448,7 @@ def _predictions(store: Any, runs: Sequence[Any], cancel: CancelToken) -> dict[s
                                                    "correct": preds[rid][k] == true,
                                                    "confidence": confs[rid][k]} for rid in models}})
     return {"available": True, "reference_run": ref[0].id, "runs": [str(r) for r in models], "status": status,
-            "samples": samples, "note": "each model is the run's saved PyTorch weights (the model at the end of "
+            "samples": samples, "note": "Each model is the run's saved PyTorch weights (the model at the end of "
             "the run); an exported ONNX/INT8 file is not re-run here"}
 
 
@@ -673,16 +674,17 @@ def _section_telemetry(data: dict[str, Any]) -> str:
         if not ser:
             continue
         bands = [Band(s["start_s"], s["end_s"], s["stage"]) for s in _top_level(tel["stages"])]
-        cpu = [Series(name, [tuple(p) for p in ser[key]]) for key, name in
+        cpu = [Series(name, [tuple(p) for p in ser[key]], markers=False) for key, name in
                (("cpu_percent", "machine CPU %"), ("proc_cpu_percent", "this process CPU %")) if key in ser]
-        gpu = [Series(f"GPU {k[3]} util %", [tuple(p) for p in ser[k]]) for k in ser if k.endswith("_util_percent")]
+        gpu = [Series(f"GPU {k[3]} util %", [tuple(p) for p in ser[k]], markers=False)
+               for k in ser if k.endswith("_util_percent")]
         charts = []
         if cpu or gpu:
             charts.append(line_chart(cpu + gpu, title=f"Run {rid}: processor load over time", x_label="seconds",
                                      y_label="percent", bands=bands))
-        mem = [Series(name, [(t, v / 2**30) for t, v in ser[key]]) for key, name in
+        mem = [Series(name, [(t, v / 2**30) for t, v in ser[key]], markers=False) for key, name in
                (("ram_used_bytes", "machine RAM used (GiB)"), ("proc_rss_bytes", "this process (GiB)")) if key in ser]
-        mem += [Series(f"GPU {k[3]} memory (GiB)", [(t, v / 2**30) for t, v in ser[k]])
+        mem += [Series(f"GPU {k[3]} memory (GiB)", [(t, v / 2**30) for t, v in ser[k]], markers=False)
                 for k in ser if k.endswith("_mem_used_bytes")]
         if mem:
             charts.append(line_chart(mem, title=f"Run {rid}: memory over time", x_label="seconds", y_label="GiB",
@@ -872,6 +874,6 @@ def _flatten(o: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, str(o).lower()
     elif isinstance(o, int | float):
         if math.isfinite(o):
-            yield prefix, f"{o:.6g}" if isinstance(o, float) else str(o)
+            yield prefix, (str(o) if isinstance(o, int) else f"{o:.3f}" if abs(o) >= 1e6 else f"{o:.6g}")
     elif isinstance(o, str) and len(o) <= 200:
         yield prefix, o

@@ -366,16 +366,22 @@ def batch_sweep(
 
         plan0 = plans[0][1]
         probe = prepare_module(copy.deepcopy(base), plan0)
-        res = find_max_batch(probe, shape, plan0, budget_bytes=int(recipe.batching.memory_budget_gb * 2**30),
-                             safety_margin=recipe.batching.safety_margin, limit=max(sizes),
-                             reporter=reporter, cancel=cancel)
+        try:
+            # Start at 2: BatchNorm cannot take a training step on one sample, and 1 fits whenever 2 does.
+            res = find_max_batch(probe, shape, plan0, budget_bytes=int(recipe.batching.memory_budget_gb * 2**30),
+                                 safety_margin=recipe.batching.safety_margin, start=2, limit=max(sizes),
+                                 reporter=reporter, cancel=cancel)
+        except (ValueError, RuntimeError) as exc:
+            res = None
+            out["notes"].append(f"max-batch finder failed ({str(exc).splitlines()[0]}); batch sizes not capped")
         del probe
-        out["max_batch"] = res.to_dict()
-        limit = res.max_batch
-        for b in [b for b in sizes if b > limit]:
-            out["skipped"].append({"what": f"batch {b}", "reason": f"above the max-batch finder's limit ({limit}) "
-                                   f"for training in {res.budget_bytes / 2**30:.1f} GiB"})
-        sizes = [b for b in sizes if b <= limit]
+        if res is not None:
+            out["max_batch"] = res.to_dict()
+            limit = res.max_batch
+            for b in [b for b in sizes if b > limit]:
+                out["skipped"].append({"what": f"batch {b}", "reason": f"above the max-batch finder's limit "
+                                       f"({limit}) for training in {res.budget_bytes / 2**30:.2f} GiB"})
+            sizes = [b for b in sizes if b <= limit]
     out["batch_sizes"] = sizes
 
     total = len(plans) * len(sizes) * (int(spec.inference) + int(spec.train))

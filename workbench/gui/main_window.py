@@ -266,7 +266,7 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.tabs)
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([560, 900])
+        self.splitter.setSizes([620, 860])
         self.setCentralWidget(self.splitter)
         # -- log dock --------------------------------------------------------------------------------
         self.log_view = QPlainTextEdit()

@@ -141,6 +141,13 @@ class LivePlot(QWidget):
         pen = pg.mkPen(color=color, width=width) if symbol is None else None
         item = self.plot_item.plot([], [], name=name, pen=pen, symbol=symbol, symbolBrush=color,
                                    symbolPen=color, symbolSize=7)
+        if symbol is not None:
+            # Sparse markers (a few per run) are neither clipped nor downsampled: clipping hides a
+            # new point beyond the current view (auto-range then never widens to it), and auto
+            # downsampling assumes evenly spaced x, so two markers a millisecond apart would be
+            # "downsampled" to nothing.
+            item.setClipToView(False)
+            item.setDownsampling(ds=1, auto=False)
         s = Series(key, name, RingBuffer(), item)
         self.series[key] = s
         return s

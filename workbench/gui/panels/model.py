@@ -137,9 +137,7 @@ class ModelPanel(RecipePanel):
         self.layer_table.setMinimumHeight(220)
         header = self.layer_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        header.setStretchLastSection(False)
-        self.layer_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header.setStretchLastSection(True)
         self.layer_table.setToolTip("Leaf layers in execution order. MACs count matrix work (conv, linear, "
                                     "attention); element-wise ops are ignored, as in papers.")
         self.add_widget(self.layer_table)
