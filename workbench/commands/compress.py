@@ -57,9 +57,9 @@ def handler(args: argparse.Namespace) -> int:
 
     table = Table(title=f"Pruning sensitivity: {result.model}, {result.ratio:.0%} of channels per group "
                         f"({result.importance}); unpruned accuracy {result.base_accuracy:.2%}")
-    for col in ("Group (root layer)", "Type", "Coupled layers", "Channels", "Removed", "Params removed",
-                "Accuracy", "Drop (pts)"):
-        table.add_column(col, justify="left" if col.startswith("Group") or col == "Type" else "right")
+    table.add_column("Group (root layer)", no_wrap=True)
+    for col in ("Type", "Coupled", "Channels", "Removed", "Params removed", "Accuracy", "Drop (pts)"):
+        table.add_column(col, justify="left" if col == "Type" else "right")
     for r in result.rows:
         style = "red" if r.drop > args.max_drop else None
         table.add_row(r.group, r.type, str(r.coupled_layers), str(r.channels), str(r.channels_removed),

@@ -11,7 +11,14 @@ import json
 import sys
 from typing import Any
 
-from workbench.cli import EXIT_CANCELLED, EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, CliReporter, _int_list, add_command
+from workbench.cli import (
+    EXIT_CANCELLED,
+    EXIT_INTERNAL_ERROR,
+    EXIT_USER_ERROR,
+    CliReporter,
+    _int_list,
+    add_command,
+)
 
 
 def _workers(text: str) -> list[int]:

@@ -81,7 +81,7 @@ def _finite(*vals: float) -> bool:
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 2.5, 5 x 10^k steps) covering [lo, hi]."""
+    """Round tick values (1, 2, 2.5, 5 x 10^k steps) from at or below ``lo`` to at or above ``hi``."""
     if not _finite(lo, hi):
         return []
     if hi < lo:
@@ -93,11 +93,9 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     start = math.floor(lo / step) * step
-    ticks = []
-    v = start
-    while v <= hi + step * 1e-9:
-        ticks.append(round(v, 12))
-        v += step
+    ticks = [round(start, 12)]
+    while ticks[-1] < hi - step * 1e-9:  # the last tick is at or above hi, so the axis covers the data
+        ticks.append(round(start + len(ticks) * step, 12))
     return ticks
 
 

@@ -150,12 +150,32 @@ def export_onnx(module: nn.Module, input_shape: Sequence[int], path: str | Path,
         export_onnx_for_bench(module, input_shape, tmp, opset=opset)
         data = tmp.with_name(tmp.name + ".data")
         if data.exists():  # large models: external data must keep the name the graph refers to
+            data.unlink()
             raise WorkbenchError(f"{out.name}: model too large for a single ONNX file; external data is not "
                                  "supported by the bundle yet")
+        _strip_debug_metadata(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+#: Per-node metadata the dynamo exporter writes that deployment does not need: Python stack traces
+#: (they leak local source paths and are most of a small model's file size) and FX node dumps. The
+#: module scopes (``name_scopes``, ``class_hierarchy``, ``namespace``) stay: quantize.exclude uses them.
+_DEBUG_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+
+
+def _strip_debug_metadata(path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        keep = [p for p in node.metadata_props if p.key not in _DEBUG_METADATA]
+        if len(keep) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+    onnx.save(model, str(path))
 
 
 def export_pt2(module: nn.Module, input_shape: Sequence[int], path: str | Path) -> Path:

@@ -186,7 +186,8 @@ def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
 
         res = find_max_batch(ctx.module, ctx.input_shape, ctx.plan,
                              budget_bytes=int(recipe.batching.memory_budget_gb * 2**30),
-                             safety_margin=recipe.batching.safety_margin, reporter=rep, cancel=ctx.cancel)
+                             safety_margin=recipe.batching.safety_margin, start=2, reporter=rep,
+                             cancel=ctx.cancel)  # start at 2: BatchNorm cannot train on one sample
         ctx.summary["max_batch"] = res.to_dict()
     stages = [] if benchmark_only else [s for s in OPTIMIZATION_STAGES if s.applies(recipe)]
     owned = any(s.owns_training for s in stages)
@@ -280,6 +281,11 @@ def _stage_train(ctx: RunContext) -> None:
     ctx.train_result = train(ctx.module, ctx.train_loader, ctx.eval_loader, ctx.recipe.train, ctx.recipe.batching,
                              ctx.plan, ctx.reporter, ctx.cancel)
     ctx.summary["train"] = ctx.train_result.to_dict()
+    from workbench.engine.diagnose import loader_verdict
+
+    verdict = loader_verdict(ctx.train_result.data_wait_s, ctx.train_result.compute_s, ctx.recipe)
+    ctx.summary["loader_verdict"] = verdict.to_dict()
+    ctx.reporter.log(verdict.message)
 
 
 def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,

@@ -86,7 +86,8 @@ def make_scaler(plan: PrecisionPlan) -> torch.amp.GradScaler:
 def bf16_supported_on_cpu() -> bool:
     """True when this CPU has native bf16 math (AVX-512 BF16 or AMX); otherwise bf16 is emulated and slow."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
