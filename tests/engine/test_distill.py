@@ -73,9 +73,8 @@ def test_gap_closed() -> None:
 
 
 def test_teacher_errors_are_one_line(tmp_path: Path) -> None:
-    with RunStore() as store:
-        with pytest.raises(WorkbenchError, match=r"'run:999': no run with that ID"):
-            load_teacher("run:999", "", num_classes=10, input_shape=SHAPE, store=store)
+    with RunStore() as store, pytest.raises(WorkbenchError, match=r"'run:999': no run with that ID"):
+        load_teacher("run:999", "", num_classes=10, input_shape=SHAPE, store=store)
     with pytest.raises(WorkbenchError, match="unknown zoo model"):
         load_teacher("zoo:vgg", "", num_classes=10, input_shape=SHAPE)
     five = tmp_path / "five.safetensors"

@@ -172,7 +172,12 @@ def _calibration_from(path: str, shape: tuple[int, ...], samples: int, batch: in
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from workbench.engine.bench_model import bench_model_file, evaluate_file, load_labelled_data, open_model_file
+    from workbench.engine.bench_model import (
+        bench_model_file,
+        evaluate_file,
+        load_labelled_data,
+        open_model_file,
+    )
     from workbench.engine.export import ort_predict_fn, parity
     from workbench.engine.pipeline import _file_size
     from workbench.engine.quantize import cpu_has_vnni, quantize_onnx, synthetic_batches

@@ -84,7 +84,7 @@ def _resolve(declared: Sequence[int | str | None], override: tuple[int, ...] | N
 def open_model_file(path: str | Path, input_shape: str | Sequence[int] | None = None) -> ModelFile:
     """Identify and open ``path`` (.onnx, .pt2 torch.export archive, or TorchScript zip)."""
     p = Path(path).expanduser()
-    override = parse_shape(input_shape) if not isinstance(input_shape, tuple) else input_shape
+    override = parse_shape(input_shape)
     if not p.exists():
         raise ModelLoadError(f"{p}: model file not found")
     if p.is_dir():

@@ -24,6 +24,7 @@ Public API: ``kd_loss``, ``TeacherLogits``, ``make_kd_loss_fn``, ``load_teacher`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -62,10 +63,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
 
 def _set_eval(module: nn.Module) -> None:
     """Eval mode; frozen torch.export graphs refuse ``.eval()`` but already are inference graphs."""
-    try:
+    with contextlib.suppress(NotImplementedError, RuntimeError):
         module.eval()
-    except (NotImplementedError, RuntimeError):
-        pass
 
 
 class TeacherLogits:

@@ -17,6 +17,7 @@ figures are the deployed model under onnxruntime, with ``size_bytes`` the file s
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -102,10 +103,8 @@ def torch_predict_fn(module: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     """numpy -> numpy logits for a CPU torch module in eval mode (no autocast: the fp32 reference)."""
     from workbench.engine.runtimes import _first_tensor
 
-    try:
+    with contextlib.suppress(NotImplementedError):  # ExportedProgram.module() is frozen: refuses .eval()
         module.eval()
-    except NotImplementedError:  # ExportedProgram.module() is frozen in eval form and refuses .eval()
-        pass
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

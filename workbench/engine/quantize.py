@@ -279,18 +279,81 @@ def synthetic_batches(input_shape: Sequence[int], samples: int = 64, batch_size:
 
 def quantize_dynamic_onnx(src: Path, dst: Path, *, per_channel: bool = True,
                           nodes_to_exclude: Sequence[str] = (), reduce_range: bool = False) -> Path:
-    """onnxruntime dynamic INT8 (MatMulInteger) for MatMul nodes; weights signed INT8."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """onnxruntime dynamic INT8 (MatMulInteger/ConvInteger); Gemms become MatMul first; weights signed INT8."""
+
+    import onnx
 
     model = checked_onnx(src)
+    if _gemm_to_matmul(model):
+        model = onnx.load(str(src))
+        _gemm_to_matmul(model)
+        src = dst.with_name(dst.stem + ".matmul.onnx")
+        onnx.save(model, str(src))
     ops = _ops_present(model, DYNAMIC_OPS)
     if not ops:
-        raise WorkbenchError(f"{src.name}: dynamic INT8 quantizes MatMul (Linear) layers and this model has none; "
-                             "use method = 'static' for convolutional models")
+        raise WorkbenchError(f"{src.name}: dynamic INT8 quantizes MatMul (Linear) and Conv layers and this model has "
+                             "none; use method = 'static'")
+    try:
+        _quantize_dynamic(src, dst, ops, per_channel, nodes_to_exclude, reduce_range)
+    finally:
+        if src.name.endswith(".matmul.onnx"):
+            src.unlink(missing_ok=True)
+    return dst
+
+
+def _gemm_to_matmul(model: Any) -> int:
+    """Rewrite ``Gemm(A, W, b)`` with a constant ``W`` as ``MatMul(A, W') + b`` in place; returns the count.
+
+    Why: onnxruntime has no dynamic INT8 Gemm, and the exporter writes every 2-D ``nn.Linear``
+    (MLP layers, classifier heads, attention output projections) as Gemm, so without this dynamic
+    quantization would skip exactly the layers it is for. The MatMul keeps the Gemm's node name
+    and metadata (module mapping and ``nodes_to_exclude`` still apply); the Add writes the Gemm's
+    output tensor. Only plain Gemms (alpha = beta = 1, no transA) are rewritten.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    new_nodes = []
+    count = 0
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = (node.op_type == "Gemm" and len(node.input) >= 2 and node.input[1] in inits
+                 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0))
+        if not plain:
+            new_nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            w = np.ascontiguousarray(w.T)
+        w_name = f"{node.input[1]}__matmul_{count}"
+        model.graph.initializer.append(numpy_helper.from_array(w, w_name))
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = f"{node.output[0]}__matmul" if has_bias else node.output[0]
+        mm = helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=node.name)
+        mm.metadata_props.extend(node.metadata_props)
+        new_nodes.append(mm)
+        if has_bias:
+            add = helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=f"{node.name}__bias")
+            add.metadata_props.extend(node.metadata_props)
+            new_nodes.append(add)
+        count += 1
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(new_nodes)
+        used = {i for n in model.graph.node for i in n.input}
+        keep = [t for t in model.graph.initializer if t.name in used]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+    return count
+
+
+def _quantize_dynamic(src: Path, dst: Path, ops: list[str], per_channel: bool, nodes_to_exclude: Sequence[str],
+                      reduce_range: bool) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=ops, per_channel=per_channel,
                      reduce_range=reduce_range, weight_type=QuantType.QInt8,
                      nodes_to_exclude=list(nodes_to_exclude), extra_options={"MatMulConstBOnly": True})
-    return dst
 
 
 def quantize_static_onnx(src: Path, dst: Path, batches: Sequence[np.ndarray], *, per_channel: bool = True,
@@ -325,14 +388,28 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     """float16 weights and compute, keeping float32 inputs/outputs (callers feed float32 as before).
 
     Meant for GPU execution providers; on CPU onnxruntime runs most ops via inserted casts.
+    Transpose stays fp32: with fp16 Transposes, onnxruntime 1.32's CPU session *segfaults* at
+    optimization level "all" (the transpose optimizer; seen on the zoo transformer). Because a
+    crash would take the whole app down, the converted file is also opened once in a child
+    process first, and refused with an error if that child dies.
     """
+    import subprocess
+    import sys
+
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     checked_onnx(src)
     model = onnx.load(str(src))
-    converted = convert_float_to_float16(model, keep_io_types=True)
+    converted = convert_float_to_float16(model, keep_io_types=True,
+                                         op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Transpose"])
     onnx.save(converted, str(dst))
+    probe = ("import onnxruntime as o, sys; o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])")
+    res = subprocess.run([sys.executable, "-c", probe, str(dst)], capture_output=True, timeout=300)
+    if res.returncode != 0:
+        dst.unlink(missing_ok=True)
+        raise WorkbenchError(f"fp16 conversion of {src.name}: onnxruntime cannot open the result on this machine "
+                             f"(exit {res.returncode}); fp16 is meant for GPU providers, keep fp32 or INT8 here")
     return dst
 
 
@@ -353,7 +430,17 @@ def quantize_torch_dynamic(module: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8)
+        q = torch.ao.quantization.quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8)
+    for m in q.modules():
+        if isinstance(m, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer):
+            # Its inference fast path reads ``linear1.weight`` as a tensor; on a quantized Linear that is a
+            # method and forward crashes. Any hook on the layer disables the fast path (per-module, not global).
+            m.register_forward_pre_hook(_no_op_hook)
+    return q
+
+
+def _no_op_hook(module: nn.Module, args: Any) -> None:
+    return None
 
 
 # ----------------------------------------------------------------------------- name mapping

@@ -50,6 +50,7 @@ from workbench.errors import RecipeError
 from workbench.gui.jobs import EtaEstimator, Job, JobManager, format_eta
 from workbench.gui.panels import FieldErrors, RecipePanel, panel_classes
 from workbench.gui.plots import Dashboard
+from workbench.gui.sweep import SweepView
 from workbench.gui.widgets import cuda_available
 from workbench.recipe import (
     Recipe,
@@ -153,6 +154,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._build_ui()
         self._build_menus_and_toolbar()
+        self._build_sweep()
         self.revalidate_timer = QTimer(self)
         self.revalidate_timer.setSingleShot(True)
         self.revalidate_timer.setInterval(REVALIDATE_MS)
@@ -326,6 +328,38 @@ class MainWindow(QMainWindow):
         self.bench_button.setObjectName("benchmarkButton")
         self.stop_button = tb.widgetForAction(self.stop_action)
         self.stop_button.setObjectName("stopButton")
+
+    def _build_sweep(self) -> None:
+        """The Sweep tab and its wiring: a sweep is an exclusive job handled like a run (progress, Stop,
+        log, runs table); a stored sweep opens from the Runs tab; reports run on this window's jobs."""
+        self.sweep_view = SweepView(self.store, self.jobs, self.current_recipe, self)
+        self.tabs.addTab(self.sweep_view, "Sweep")
+        self.recipeValidated.connect(self.sweep_view.set_recipe_valid)
+        self.sweep_view.jobStarted.connect(self._attach_sweep_job)
+        self.sweep_action = QAction("Sweep…", self)
+        self.sweep_action.setToolTip("Measure speed against batch size, precision and loader settings (Sweep tab)")
+        self.sweep_action.setStatusTip(self.sweep_action.toolTip())
+        self.sweep_action.triggered.connect(lambda: self.tabs.setCurrentWidget(self.sweep_view))
+        run_menu = next((a.menu() for a in self.menuBar().actions() if a.text() == "&Run"), None)
+        if run_menu is not None:
+            run_menu.addSeparator()
+            run_menu.addAction(self.sweep_action)
+        if RunsView is not None:
+            self.runs_view.set_jobs(self.jobs)
+            self.runs_view.openSweepRequested.connect(self.open_sweep_run)
+
+    def open_sweep_run(self, run_id: int) -> bool:
+        """Show a stored sweep run in the Sweep tab."""
+        ok = bool(self.sweep_view.open_run(run_id))
+        if ok:
+            self.tabs.setCurrentWidget(self.sweep_view)
+        return ok
+
+    def _attach_sweep_job(self, job: Job) -> None:
+        self.dashboard.start()  # telemetry of the sweep goes to the CPU/GPU plots, like a run's
+        job.runStarted.connect(self._on_run_started)
+        job.finished.connect(self._on_run_finished)
+        self.log("sweep started", "stage")
 
     # ----------------------------------------------------------------------------------- PanelHost
     def current_recipe(self) -> Recipe | None:
@@ -639,6 +673,10 @@ class MainWindow(QMainWindow):
             return None
         recipe = self.current_recipe()
         assert recipe is not None
+        for p in self.panels:  # a panel may ask first (e.g. before overwriting a bundle) and adjust this run
+            confirm = getattr(p, "confirm_run", None)
+            if confirm is not None and (recipe := confirm(recipe, benchmark_only)) is None:
+                return None
         store = self.store
 
         def run(reporter: Any, cancel: Any) -> Any:

@@ -7,11 +7,17 @@ new bar data, as DESIGN.md asks of every plot.
 A speedup is only meaningful between two measured runs, so the comparison always names its
 baseline: a plain fp32 run (no techniques) among the selection by default, else the oldest one.
 A single run that recorded its own baseline is compared against it ("baseline vs final").
+
+Beside the bars, a Pareto chart places every compared model by accuracy against latency (or
+throughput), with the frontier from the engine's ``pareto_front`` (the same one the HTML report
+draws). "Report…" writes that report through ``engine.report.write_report`` on a background job:
+it may rebuild models for sample predictions, which must never freeze the window.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 import time
@@ -34,9 +40,10 @@ from PySide6.QtCore import (
     QPoint,
     QSortFilterProxyModel,
     Qt,
+    QUrl,
     Signal,
 )
-from PySide6.QtGui import QAction, QColor, QFontMetrics, QImage
+from PySide6.QtGui import QAction, QColor, QDesktopServices, QFontMetrics, QImage
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -53,6 +60,7 @@ from PySide6.QtWidgets import (
     QTableView,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -60,6 +68,7 @@ from PySide6.QtWidgets import (
 
 from workbench.engine.fileio import atomic_write_bytes, atomic_write_text
 from workbench.engine.store import RunRecord, RunStore
+from workbench.gui.jobs import Job, JobManager
 
 EMPTY_MESSAGE = "No runs yet: press Run to record one."
 
@@ -391,6 +400,201 @@ class BarChart:
         return _image_png_bytes(image)
 
 
+# -- Pareto --------------------------------------------------------------------------------------
+
+#: x-axis choices of the Pareto chart: summary key, axis title, whether lower is better, scale.
+PARETO_AXES: dict[str, tuple[str, str, bool]] = {
+    "latency": ("latency_ms_p50", "latency p50 (ms), lower is better", True),
+    "throughput": ("throughput", "throughput (samples/s), higher is better", False),
+}
+FRONT_COLOUR = QColor("#d62728")
+POINT_COLOUR = QColor("#3d8bd9")
+MAX_TECHNIQUE_CHARS = 22
+
+
+def short_techniques(techniques: Sequence[str]) -> str:
+    """'int8-dynamic+prune-l1-0.5' style label, elided: what a point on the Pareto chart is."""
+    # Loader-only techniques (cache, workers) change how fast data arrives, not the model on the chart.
+    model_side = [t for t in techniques if t != "cache" and not t.startswith("workers")]
+    text = "+".join(t.replace("channels_last", "cl") for t in model_side) or "fp32"
+    return text if len(text) <= MAX_TECHNIQUE_CHARS else text[: MAX_TECHNIQUE_CHARS - 1] + "…"
+
+
+def pareto_points(runs: Sequence[RunRecord], mode: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The models to place on the Pareto chart, and notes on what was left out (and why).
+
+    ``mode`` "runs": each run's final model, one point per run. "baseline_vs_final": the run's
+    baseline, each stage's result and its final model (the path the optimization took). Sweep runs
+    measure speed only, so they have no accuracy to place; they are named in the notes instead of
+    being drawn at a made-up height.
+    """
+    pts: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for r in runs:
+        if r.kind == "sweep":
+            n = len((r.summary.get("sweep") or {}).get("inference") or [])
+            notes.append(f"#{r.id} is a sweep ({n} speed points, no accuracy): open it in the Sweep tab")
+            continue
+        candidates: list[tuple[dict[str, Any], str, str]] = []
+        if mode == "baseline_vs_final":
+            candidates.append((r.baseline, f"#{r.id} baseline", "baseline"))
+            for st in r.summary.get("stages") or []:
+                if isinstance(st, dict) and isinstance(st.get("after"), dict):
+                    candidates.append((st["after"], f"#{r.id} {st.get('name', 'stage')}", "stage"))
+        candidates.append((r.final, f"#{r.id} {short_techniques(r.techniques)}", "final"))
+        placed = False
+        seen: list[dict[str, Any]] = []
+        for metrics, label, which in candidates:
+            if not metrics or metrics in seen or _value(metrics, "accuracy") is None:
+                continue
+            seen.append(metrics)
+            pts.append({"run_id": r.id, "label": label, "which": which,
+                        "accuracy": _value(metrics, "accuracy"),
+                        "latency_ms_p50": _value(metrics, "latency_ms_p50"),
+                        "throughput": _value(metrics, "throughput")})
+            placed = True
+        if not placed:
+            notes.append(f"#{r.id} has no accuracy measured")
+    return pts, notes
+
+
+class ParetoChart(QWidget):
+    """Accuracy against latency p50 (or throughput) of the compared models, the frontier drawn.
+
+    Items (scatter, frontier line, highlight ring, label pool) are created once; ``set_points``
+    only updates them. Clicking a point emits ``pointClicked(run_id, double)``.
+    """
+
+    pointClicked = Signal(int, bool)  # run id, double click
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._points: list[dict[str, Any]] = []
+        self._notes: list[str] = []
+        self._front: list[dict[str, Any]] = []
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 2, 0, 0)
+        top = QHBoxLayout()
+        self.axis_combo = QComboBox(self)
+        self.axis_combo.setObjectName("paretoAxisCombo")
+        self.axis_combo.addItem("Accuracy vs latency p50", "latency")
+        self.axis_combo.addItem("Accuracy vs throughput", "throughput")
+        self.axis_combo.setToolTip("What the horizontal axis shows: median latency (lower is better) or "
+                                   "inference throughput (higher is better).")
+        self.axis_combo.currentIndexChanged.connect(self._redraw)
+        top.addWidget(self.axis_combo)
+        self.note_label = QLabel(self)
+        self.note_label.setObjectName("paretoNote")
+        self.note_label.setWordWrap(True)
+        self.note_label.setStyleSheet("color: #666;")
+        self.note_label.setToolTip("Runs not drawn and why; where the latencies were measured.")
+        top.addWidget(self.note_label, 1)
+        layout.addLayout(top)
+        self.widget = pg.PlotWidget(parent=self, background=None)
+        self.widget.setObjectName("paretoChart")
+        self.widget.setToolTip("Each compared model by accuracy and speed. Red points joined by the dashed line "
+                               "are the Pareto frontier: no other model is both faster and at least as accurate. "
+                               "Click a point to find its run in the table; double-click to open its recipe.")
+        self.widget.setMinimumSize(240, 170)
+        self.widget.setMenuEnabled(False)
+        self.widget.hideButtons()
+        self.plot = self.widget.getPlotItem()
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.setLabel("left", "accuracy (%), higher is better")
+        self.front_line = pg.PlotDataItem([], [], pen=pg.mkPen(FRONT_COLOUR, width=1.5, style=Qt.PenStyle.DashLine))
+        self.plot.addItem(self.front_line)
+        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, hoverSize=14)
+        self.scatter.setZValue(5)
+        self.scatter.sigClicked.connect(self._on_clicked)
+        self.plot.addItem(self.scatter)
+        self.highlight = pg.ScatterPlotItem(size=20, symbol="o", pen=pg.mkPen("#222", width=2), brush=None)
+        self.highlight.setZValue(4)
+        self.plot.addItem(self.highlight)
+        self._texts: list[pg.TextItem] = []
+        layout.addWidget(self.widget, 1)
+
+    def x_mode(self) -> str:
+        return str(self.axis_combo.currentData())
+
+    def set_x_mode(self, mode: str) -> None:
+        self.axis_combo.setCurrentIndex(self.axis_combo.findData(mode))
+
+    def set_points(self, points: Sequence[dict[str, Any]], notes: Sequence[str] = ()) -> None:
+        self._points = list(points)
+        self._notes = list(notes)
+        self._redraw()
+
+    def _redraw(self, *_: object) -> None:
+        from workbench.engine.sweep import pareto_front  # imported here: the engine module pulls in torch
+
+        x_key, x_title, lower_better = PARETO_AXES[self.x_mode()]
+        shown = [p for p in self._points if p.get(x_key) is not None and p.get("accuracy") is not None]
+        front = pareto_front(shown, x_key, "accuracy", minimize_x=lower_better, maximize_y=True)
+        self._front = front
+        on_front = {id(p) for p in front}
+        spots = [{"pos": (p[x_key], p["accuracy"] * 100.0), "data": p["run_id"],
+                  "brush": pg.mkBrush(FRONT_COLOUR if id(p) in on_front else POINT_COLOUR),
+                  "pen": pg.mkPen("w", width=1), "symbol": "o" if p.get("which") == "final" else "s"}
+                 for p in shown]
+        self.scatter.setData(spots)
+        self.front_line.setData([p[x_key] for p in front], [p["accuracy"] * 100.0 for p in front])
+        self.highlight.setData([], [])
+        self.plot.setLabel("bottom", x_title)
+        while len(self._texts) < len(shown):
+            text = pg.TextItem(anchor=(0.0, 1.0), color=self.palette().text().color())
+            font = text.textItem.font()
+            font.setPointSizeF(8.0)
+            text.setFont(font)
+            self.plot.addItem(text, ignoreBounds=True)
+            self._texts.append(text)
+        xs = [p[x_key] for p in shown]
+        mid = (min(xs) + max(xs)) / 2 if xs else 0.0
+        for i, text in enumerate(self._texts):
+            if i < len(shown):
+                p = shown[i]
+                text.setText(p["label"])
+                # Labels point inwards, so the ones at the right edge are not cut off by the frame.
+                text.setAnchor((1.0, 1.0) if len(xs) > 1 and p[x_key] > mid else (0.0, 1.0))
+                text.setPos(p[x_key], p["accuracy"] * 100.0)
+            text.setVisible(i < len(shown))
+        missing = len(self._points) - len(shown)
+        notes = list(self._notes)
+        if missing:
+            notes.append(f"{missing} model(s) without {x_key.replace('_', ' ')}")
+        text = "<span style='color:#d62728'>●</span> Pareto frontier: no other model is both faster and at " \
+               "least as accurate. <span style='color:#3d8bd9'>●</span> dominated."
+        if notes:
+            text += "<br>Not drawn: " + html.escape("; ".join(notes))
+        self.note_label.setText(text)
+        self.plot.getViewBox().setDefaultPadding(0.08)
+        self.plot.enableAutoRange()
+
+    def values(self) -> dict[str, Any]:
+        """What the chart shows: x key, points as (run id, label, x, accuracy %) and the frontier's labels."""
+        x_key = PARETO_AXES[self.x_mode()][0]
+        shown = [p for p in self._points if p.get(x_key) is not None and p.get("accuracy") is not None]
+        return {"x_key": x_key,
+                "points": [(p["run_id"], p["label"], p[x_key], p["accuracy"] * 100.0) for p in shown],
+                "front": [p["label"] for p in self._front]}
+
+    def _on_clicked(self, _item: object, spots: Sequence[Any], ev: Any = None) -> None:
+        if not len(spots):
+            return
+        spot = spots[0]
+        run_id = spot.data()
+        pos = spot.pos()
+        self.highlight.setData([pos.x()], [pos.y()])
+        double = bool(ev is not None and callable(getattr(ev, "double", None)) and ev.double())
+        self.pointClicked.emit(int(run_id), double)
+
+    def png_bytes(self, width: int = 900) -> bytes:
+        exporter = pyqtgraph.exporters.ImageExporter(self.plot)
+        exporter.parameters()["width"] = width
+        image = exporter.export(toBytes=True)
+        assert isinstance(image, QImage)
+        return _image_png_bytes(image)
+
+
 def _image_png_bytes(image: QImage) -> bytes:
     data = QByteArray()
     buffer = QBuffer(data)
@@ -484,7 +688,9 @@ class RunsView(QWidget):
     """Browse, compare, export and delete stored runs."""
 
     openRecipeRequested = Signal(str)
+    openSweepRequested = Signal(int)  # a stored sweep run to show in the Sweep view
     runsDeleted = Signal(list)
+    reportWritten = Signal(str)  # path of the HTML report just written
 
     def __init__(self, store: RunStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -493,6 +699,9 @@ class RunsView(QWidget):
         self._entries: list[CompareEntry] = []
         self._mode = "none"
         self._last_dir = Path.home()
+        self._jobs: JobManager | None = None
+        self._report_job_id: int | None = None
+        self._report_out: Path | None = None
 
         self.model = RunsTableModel(self)
         self.proxy = RunsFilterProxy(self)
@@ -529,6 +738,12 @@ class RunsView(QWidget):
         self.save_chart_csv_action = self._action(
             "Save chart data as CSV…", "Save the numbers behind the comparison charts and the speedup "
             "table as a CSV file.", self._save_chart_csv_dialog)
+        self.open_sweep_action = self._action(
+            "Open sweep", "Show the selected sweep run's charts in the Sweep tab (or double-click a sweep row).",
+            self.open_sweep)
+        self.report_action = self._action(
+            "Report…", "Write one self-contained HTML report (plus CSV and JSON of every number) for the "
+            "selected runs; the baseline run comes first.", self.report_selected)
 
     def _button(self, action: QAction) -> QToolButton:
         button = QToolButton(self)
@@ -560,8 +775,13 @@ class RunsView(QWidget):
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.textChanged.connect(self.proxy.set_filter_text)
         bar.addWidget(self.filter_edit, 1)
-        for action in (self.open_recipe_action, self.delete_action, self.export_csv_action, self.refresh_action):
+        for action in (self.open_recipe_action, self.open_sweep_action, self.report_action, self.delete_action,
+                       self.export_csv_action, self.refresh_action):
             bar.addWidget(self._button(action))
+        self.report_status = QLabel(content)
+        self.report_status.setObjectName("reportStatus")
+        self.report_status.setToolTip("Progress of the report being written.")
+        bar.addWidget(self.report_status)
         layout.addLayout(bar)
 
         self.table = QTableView(content)
@@ -583,10 +803,12 @@ class RunsView(QWidget):
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._show_context_menu)
         self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        self.table.doubleClicked.connect(self._on_double_clicked)
 
         self.context_menu = QMenu(self)
         self.context_menu.setToolTipsVisible(True)
-        for action in (self.open_recipe_action, self.delete_action, None, self.export_csv_action,
+        for action in (self.open_recipe_action, self.open_sweep_action, self.delete_action, None,
+                       self.report_action, self.export_csv_action,
                        self.save_png_action, self.save_chart_csv_action, None, self.refresh_action):
             if action is None:
                 self.context_menu.addSeparator()
@@ -638,12 +860,25 @@ class RunsView(QWidget):
         top.addWidget(self._button(self.save_chart_csv_action))
         layout.addLayout(top)
 
-        charts_row = QHBoxLayout()
+        self.compare_tabs = QTabWidget(page)
+        self.compare_tabs.setObjectName("compareTabs")
+        self.compare_tabs.setDocumentMode(True)
+        bars_page = QWidget(self.compare_tabs)
+        charts_row = QHBoxLayout(bars_page)
+        charts_row.setContentsMargins(0, 0, 0, 0)
         self.charts: dict[str, BarChart] = {}
         for chart in CHARTS:
-            self.charts[chart.key] = BarChart(chart, page)
+            self.charts[chart.key] = BarChart(chart, bars_page)
             charts_row.addWidget(self.charts[chart.key].widget)
-        layout.addLayout(charts_row, 3)
+        self.compare_tabs.addTab(bars_page, "Side by side")
+        self.pareto = ParetoChart(self.compare_tabs)
+        self.pareto.pointClicked.connect(self._on_pareto_clicked)
+        self.compare_tabs.addTab(self.pareto, "Accuracy vs speed (Pareto)")
+        self.compare_tabs.setTabToolTip(0, "Bars per metric; the grey bar is the baseline.")
+        self.compare_tabs.setTabToolTip(1, "Accuracy against latency or throughput, with the Pareto frontier.")
+        for button in self.compare_tabs.tabBar().findChildren(QToolButton):  # the tab bar's scroll arrows
+            button.setToolTip("Scroll the chart tabs")
+        layout.addWidget(self.compare_tabs, 3)
 
         self.speedup_table = _small_table(SPEEDUP_COLUMNS, "speedupTable",
                                           "Each run against the chosen baseline, measured side by side.")
@@ -719,6 +954,8 @@ class RunsView(QWidget):
         running = any(r.status == "running" for r in runs)
         one = len(runs) == 1
         self.open_recipe_action.setEnabled(one and bool(runs[0].recipe))
+        self.open_sweep_action.setEnabled(one and runs[0].kind == "sweep")
+        self.report_action.setEnabled(bool(runs) and not running and self._report_job_id is None)
         self.delete_action.setEnabled(bool(runs) and not running)
         self.delete_action.setToolTip(
             "A running run cannot be deleted: cancel it first." if running else
@@ -764,6 +1001,7 @@ class RunsView(QWidget):
             self.charts[chart.key].set_data(labels, values, base_index)
         self._fill_speedup_table()
         self._fill_stages_table(runs[0] if self._mode == "baseline_vs_final" else None)
+        self.pareto.set_points(*pareto_points(runs, self._mode))
 
     def _fill_baseline_combo(self, runs: list[RunRecord]) -> None:
         show = self._mode == "runs"
@@ -853,6 +1091,157 @@ class RunsView(QWidget):
         runs = self.selected_runs()
         if len(runs) == 1 and runs[0].recipe:
             self.openRecipeRequested.emit(runs[0].recipe)
+
+    def open_sweep(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 1 and runs[0].kind == "sweep":
+            self.openSweepRequested.emit(runs[0].id)
+
+    def _on_double_clicked(self, index: QModelIndex) -> None:
+        """Double-clicking a sweep row opens it in the Sweep tab (other rows keep plain selection)."""
+        run = self.model.run_at(self.proxy.mapToSource(index).row())
+        if run.kind == "sweep":
+            self.openSweepRequested.emit(run.id)
+
+    # -- Pareto --------------------------------------------------------------------------------------
+    def pareto_values(self) -> dict[str, Any]:
+        """What the Pareto chart shows (see ``ParetoChart.values``)."""
+        return self.pareto.values()
+
+    def focus_run(self, run_id: int) -> None:
+        """Make a run the table's current row and scroll to it, keeping the selection (and the comparison)."""
+        row = self.model.row_of(run_id)
+        if row is None:
+            return
+        index = self.proxy.mapFromSource(self.model.index(row, 0))
+        if not index.isValid():  # hidden by the filter
+            self.filter_edit.clear()
+            index = self.proxy.mapFromSource(self.model.index(row, 0))
+        self.table.selectionModel().setCurrentIndex(index, QItemSelectionModel.SelectionFlag.NoUpdate)
+        self.table.scrollTo(index)
+
+    def _on_pareto_clicked(self, run_id: int, double: bool) -> None:
+        """Click: find the run in the table. Double-click: open it (its recipe, or the Sweep tab for a sweep)."""
+        self.focus_run(run_id)
+        if not double:
+            return
+        run = self.store.get_run(run_id)
+        if run is None:
+            return
+        if run.kind == "sweep":
+            self.openSweepRequested.emit(run.id)
+        elif run.recipe:
+            self.openRecipeRequested.emit(run.recipe)
+
+    # -- report ------------------------------------------------------------------------------------
+    def set_jobs(self, jobs: JobManager) -> None:
+        """Run report jobs on the window's JobManager, so its shutdown path stops them too."""
+        self._jobs = jobs
+
+    def _job_manager(self) -> JobManager:
+        if self._jobs is None:  # standalone view (tests, embedding): its own manager
+            self._jobs = JobManager(self)
+        return self._jobs
+
+    def report_run_ids(self) -> list[int]:
+        """The selected runs in report order: the comparison's baseline first (the report's baseline is
+        its first run), then the others oldest first."""
+        ids = self.selected_ids()
+        base = self.baseline_id()
+        if base in ids:
+            ids.remove(base)
+            ids.insert(0, base)
+        return ids
+
+    def report_selected(self) -> Job | None:
+        """Ask where to write the report (and before replacing files), then build it on a job."""
+        ids = self.report_run_ids()
+        if not ids or self._report_job_id is not None:
+            return None
+        default = "report-" + "-".join(str(i) for i in ids[:4]) + ".html"
+        out = self.ask_report_path(default)
+        if out is None:
+            return None
+        if out.suffix.lower() not in (".html", ".htm"):
+            out = out.with_name(out.name + ".html")
+        csv_path, json_path = out.with_suffix(".csv"), out.with_suffix(".json")
+        existing = [p for p in (out, csv_path, json_path) if p.exists()]
+        if existing and not self.confirm(
+                "Replace files?", "These files exist already:\n" + "\n".join(str(p) for p in existing)
+                + "\n\nReplace them with the new report?"):
+            return None
+        return self.start_report(ids, out, csv_path, json_path)
+
+    def start_report(self, run_ids: Sequence[int], out: Path, csv_path: Path | None = None,
+                     json_path: Path | None = None, *, predictions: bool = True) -> Job:
+        """Write the report on a background job (no questions asked: callers have asked already)."""
+        store, ids = self.store, list(run_ids)
+
+        def work(reporter: Any, cancel: Any) -> Any:
+            from workbench.engine.report import write_report
+
+            return write_report(store, ids, out, csv_path=csv_path, json_path=json_path, predictions=predictions,
+                                reporter=reporter, cancel=cancel)
+
+        job = self._job_manager().start("Report", work, key="report")
+        self._report_job_id = job.id
+        self._report_out = out
+        job.progressed.connect(self._on_report_progress)
+        job.errored.connect(self._on_report_error)
+        job.finished.connect(self._on_report_finished)
+        self.report_status.setText("Writing report…")
+        self._on_selection_changed()
+        return job
+
+    def _on_report_progress(self, done: int, total: int, message: str) -> None:
+        if total > 0:
+            self.report_status.setText(f"Writing report… {message or ''} ({done}/{total})")
+
+    def _on_report_error(self, message: str, _tb: str) -> None:
+        self.show_error("Report", f"The report could not be written: {message}")
+
+    def _on_report_finished(self, report: object) -> None:
+        out = self._report_out
+        self._report_job_id = None
+        self._report_out = None
+        self._on_selection_changed()
+        if report is None or out is None:
+            self.report_status.setText("Report not written.")
+            return
+        head = ((getattr(report, "data", {}) or {}).get("headline") or {}).get("text", "")
+        self.report_status.setText(f"Wrote {out.name}")
+        self.report_status.setToolTip(f"{out}" + (f": {head}" if head else ""))
+        self.reportWritten.emit(str(out))
+        if self.ask_open_report(out):
+            self.open_url(QUrl.fromLocalFile(str(out)))
+
+    def report_busy(self) -> bool:
+        return self._report_job_id is not None
+
+    def ask_report_path(self, default_name: str) -> Path | None:
+        """Where to save the report; overwriting is asked about separately (with the CSV/JSON beside it)."""
+        path, _ = QFileDialog.getSaveFileName(self, "Save report as", str(self._last_dir / default_name),
+                                              "HTML reports (*.html *.htm)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if not path:
+            return None
+        self._last_dir = Path(path).parent
+        return Path(path)
+
+    def ask_open_report(self, path: Path) -> bool:
+        """Offer to open the written report (tests replace this)."""
+        answer = QMessageBox.question(self, "Report written", f"Wrote {path}.\n\nOpen it now?",
+                                      QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Close,
+                                      QMessageBox.StandardButton.Open)
+        return answer == QMessageBox.StandardButton.Open
+
+    def open_url(self, url: QUrl) -> bool:
+        """Open a file in the desktop's default application (tests replace this)."""
+        return bool(QDesktopServices.openUrl(url))
+
+    def shutdown(self, timeout_s: float = 5.0) -> bool:
+        """Stop a report job this view started on its own manager (the window's manager stops its own)."""
+        return self._jobs.shutdown(timeout_s) if self._jobs is not None and self._jobs.parent() is self else True
 
     def confirm(self, title: str, text: str) -> bool:
         """Ask a yes/no question (tests replace this method to answer without a dialog)."""
