@@ -5,7 +5,9 @@ from the GUI and the stored run records every stage.
 
 from __future__ import annotations
 
+import gc
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,23 @@ SECTIONS: dict[str, tuple[type, Any]] = {
     "export": (ExportPanel, ExportSection(formats=["safetensors", "onnx"], opset=17, bundle_dir="bundles/x",
                                           force=True, parity_batches=2, ort_threads=2, ort_optimization="basic")),
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_at_module_end() -> Iterator[None]:
+    yield
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _collect_on_the_main_thread() -> None:
+    """Free earlier tests' windows and jobs here, on the GUI thread.
+
+    Left to chance, Python's cyclic GC may run on a job thread and destroy a JobManager's ``Job``
+    QObjects there while the GUI thread deletes a window: a PySide GIL/Qt-mutex deadlock (seen once
+    in tests/gui/test_panels.py as a hang).
+    """
+    gc.collect()
 
 
 def _show(window: Any, section: str) -> Any:

@@ -161,6 +161,8 @@ class TeacherPicker(QWidget):
                     self.run.addItem(f"{keep} (not a completed run with weights in this store)", keep)
                     i = self.run.count() - 1
                 self.run.setCurrentIndex(i)
+            elif self.run.count():
+                self.run.setCurrentIndex(0)  # the newest trained run
         finally:
             self.run.blockSignals(False)
 

@@ -92,7 +92,7 @@ class ExportPanel(RecipePanel):
                       "older ones load in older runtimes. 17–18 is widely supported.")
         self.add_spin("parity_batches", "Parity batches", "Eval batches run through PyTorch and each exported file "
                       "to compare outputs (max abs error, top-1 agreement). More batches give a stronger check and "
-                      "take longer.", suffix=" batches")
+                      "take longer.")
         self.begin_group("Deployment bundle", "A self-contained folder to hand over: model.onnx, recipe, "
                          "metrics.json, model card, predict.py.")
         self.bundle = self.add_path("bundle_dir", "Bundle folder", "Write a deployment bundle here (empty = no "

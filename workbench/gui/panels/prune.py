@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QDoubleSpinBox,
     QHBoxLayout,
     QHeaderView,
@@ -141,6 +142,9 @@ class PrunePanel(RecipePanel):
                                            decimals=2, step=0.5)
         self.alpha = self.add_double("finetune_alpha", "KD alpha", "Weight of the teacher's soft targets versus "
                                      "the true labels (1 = teacher only, 0 = labels only).", decimals=2, step=0.05)
+        for combo in self.findChildren(QComboBox):  # long item labels must not widen the narrow editor column
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
         self._build_sensitivity()
         last = self.begin_group("Last run", "What the prune stage of the latest run measured.")
         self.last_run = QLabel("No run with pruning yet in this session.")
@@ -212,7 +216,7 @@ class PrunePanel(RecipePanel):
         self.chart.setMenuEnabled(False)
         self.chart.setMouseEnabled(x=False, y=False)
         self.chart.hideButtons()
-        self.chart.setMinimumHeight(170)
+        self.chart.setFixedHeight(170)
         plot = self.chart.getPlotItem()
         plot.invertY(True)
         plot.showGrid(x=True, alpha=0.25)
@@ -228,8 +232,8 @@ class PrunePanel(RecipePanel):
 
         self.table = QTableWidget(0, 8)
         self.table.setObjectName("sensitivityTable")
-        self.table.setHorizontalHeaderLabels(["Group (root layer)", "Type", "Coupled", "Channels", "Removed",
-                                              "Params removed", "Accuracy", "Drop (pts)"])
+        self.table.setHorizontalHeaderLabels(["Group (root layer)", "Drop (pts)", "Accuracy", "Type", "Coupled",
+                                              "Channels", "Removed", "Params removed"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -364,15 +368,15 @@ class PrunePanel(RecipePanel):
         rows = list(result.rows)
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
-            cells = [row.group, row.type, str(row.coupled_layers), str(row.channels), str(row.channels_removed),
-                     f"{row.params_removed:,}", f"{row.accuracy:.2%}", f"{row.drop:+.2f}"]
+            cells = [row.group, f"{row.drop:+.2f}", f"{row.accuracy:.2%}", row.type, str(row.coupled_layers),
+                     str(row.channels), str(row.channels_removed), f"{row.params_removed:,}"]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if c >= 2:
+                if c != 0 and c != 3:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
         self.chart.getPlotItem().getAxis("left").setTicks([[(float(i), r.group) for i, r in enumerate(rows)], []])
-        self.chart.setMinimumHeight(min(420, max(170, 24 * len(rows) + 60)))
+        self.chart.setFixedHeight(min(420, max(170, 24 * len(rows) + 60)))
         self._restyle_bars()
         self.chart.getPlotItem().setYRange(-0.6, max(0, len(rows) - 1) + 0.6, padding=0)
         self.select_hot_button.setEnabled(bool(rows))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QComboBox, QLabel
 
 from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel
@@ -97,6 +97,10 @@ class QuantizePanel(RecipePanel):
                              "stay float: typically the first conv and the classifier, which are most sensitive to "
                              "8-bit rounding. Each excluded layer costs some speed.", parse_module_names,
                              format_module_names, placeholder="e.g. features.0, classifier (comma-separated)")
+
+        for combo in self.findChildren(QComboBox):  # long item labels must not widen the narrow editor column
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
 
     def sync_states(self) -> None:
         method = self.method.currentData()
