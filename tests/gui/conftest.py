@@ -6,6 +6,7 @@ INI file (stored under it) never touch the user's data.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -83,7 +84,15 @@ def _close(w: object) -> None:
 
 @pytest.fixture(autouse=True)
 def no_dangling_jobs(qapp) -> Iterator[None]:  # noqa: ANN001 - pytest-qt fixture
-    """After each GUI test: close windows, then no job thread and no window timer may still run."""
+    """After each GUI test: close windows, then no job thread and no window timer may still run.
+
+    Garbage is collected on the GUI thread only (as the app does: ``collect_garbage_on_gui_thread``),
+    so a job thread never destroys Qt objects that belong to the GUI thread.
+    """
+    from workbench.gui.app import collect_garbage_on_gui_thread
+
+    collect_garbage_on_gui_thread(qapp)
+    gc.collect()
     yield
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
@@ -105,5 +114,13 @@ def no_dangling_jobs(qapp) -> Iterator[None]:  # noqa: ANN001 - pytest-qt fixtur
     for w in windows:
         w.deleteLater()  # before asserting, so one failure does not spill into the next test
     qapp.processEvents()
+    gc.collect()  # here, on the GUI thread, with every job thread ended
     assert not running, f"job threads still running after the test: {running}"
     assert not active, f"timers still running after close: {active}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _restore_automatic_gc() -> Iterator[None]:
+    """GUI tests switch automatic GC off (as the app does); engine tests after them get it back."""
+    yield
+    gc.enable()

@@ -238,7 +238,11 @@ def _stage_load(ctx: RunContext) -> None:
     rep.progress(0, None, "loading model")
     ctx.loaded = load_model(recipe.model, ctx.data.num_classes, ctx.input_shape)
     if recipe.model.weights.startswith("run:"):
-        load_weights(ctx.loaded.module, weights_of_run(ctx.store, recipe.model.weights))
+        from workbench.engine.prune import load_pruned_weights  # a run's weights may be structurally pruned
+
+        resized = load_pruned_weights(ctx.loaded.module, weights_of_run(ctx.store, recipe.model.weights))
+        if resized:
+            rep.log(f"weights of {recipe.model.weights} are pruned: resized {len(resized)} layers to match")
     check_model_data_compat(ctx.loaded, ctx.data.num_classes, ctx.input_shape)
     if ctx.loaded.kind == "onnx":
         ctx.onnx_path = ctx.loaded.onnx_path

@@ -776,8 +776,16 @@ def register_ordered(stage: Any) -> None:
     ``export`` imports this module, and either may be imported first (CLI subcommands, tests), so
     plain append order is not reliable; unknown stages keep their place before quantize/export.
     """
+    import importlib
+
     from workbench.engine.pipeline import OPTIMIZATION_STAGES, register_stage
 
+    for earlier in ("prune", "distill"):  # they append on import: make sure they are in before us
+        try:
+            importlib.import_module(f"workbench.engine.{earlier}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"workbench.engine.{earlier}":
+                raise
     if any(s.name == stage.name for s in OPTIMIZATION_STAGES):
         return
     register_stage(stage)

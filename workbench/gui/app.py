@@ -47,7 +47,24 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     import pyqtgraph as pg
 
     pg.setConfigOptions(antialias=True, foreground="#333")
+    collect_garbage_on_gui_thread(app)
     return app
+
+
+def collect_garbage_on_gui_thread(app: QApplication) -> None:
+    """Run Python's cyclic GC only on the GUI thread (pyqtgraph's GarbageCollector pattern).
+
+    Automatic collection runs on whichever thread happens to allocate; when a job thread collects
+    a cycle holding Qt wrappers created on the GUI thread, PySide can deadlock or crash. So
+    automatic GC is off and a GUI-thread timer collects instead, with the usual thresholds.
+    """
+    if getattr(app, "_workbench_gc", None) is not None:
+        return
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    collector = GarbageCollector(interval=0.5)
+    collector.timer.setParent(app)  # stopped and deleted with the application
+    app._workbench_gc = collector  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------------ crashes
