@@ -223,7 +223,6 @@ def _stage_load(ctx: RunContext) -> None:
     from workbench.engine.models import (
         check_model_data_compat,
         load_model,
-        load_weights,
         summarize,
         summarize_onnx,
     )
