@@ -40,14 +40,16 @@ def fail(message: str) -> int:
     return EXIT_USER_ERROR
 
 
-def _int_list(text: str) -> list[int]:
+def int_list(text: str, minimum: int = 1, example: str = "1,8,64") -> list[int]:
+    """Parse '1,8,64' for argparse; one clear message when it is not a list of ints >= ``minimum``."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,8,64") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers, e.g. 1,8,64")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. {example}") from None
+    if not values or any(v < minimum for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers >= {minimum}, e.g. {example}")
     return values
+
 
 
 class CliReporter:
@@ -276,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark a model file (ONNX, TorchScript, .pt2) on synthetic inputs")
     p.add_argument("model")
-    p.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 64])
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 8, 64])
     p.add_argument("--runtimes", default="", help="comma list of eager,compile,onnxruntime (default: what fits)")
     p.add_argument("--shape", default="", help="input shape without batch, e.g. 3,32,32 (for symbolic dims)")
     p.add_argument("--iters", type=int, default=50)

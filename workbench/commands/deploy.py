@@ -127,7 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _configure_quantize(p: argparse.ArgumentParser) -> None:
-    from workbench.cli import _int_list
+    from workbench.cli import int_list
 
     p.description = "Quantize any single-input ONNX model with onnxruntime (dynamic, static QDQ, or fp16)"
     p.add_argument("model", help="an .onnx file")
@@ -144,7 +144,7 @@ def _configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=32, help="batch size for calibration and parity inputs")
     p.add_argument("--data", default="", help="labelled data (.npz/.csv/image folder): report accuracy before/after")
     p.add_argument("--bench", action="store_true", help="also time float and quantized models")
-    p.add_argument("--batch-sizes", type=_int_list, default=[1, 64], help="with --bench")
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 64], help="with --bench")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--json", action="store_true")

@@ -16,19 +16,13 @@ from workbench.cli import (
     EXIT_INTERNAL_ERROR,
     EXIT_USER_ERROR,
     CliReporter,
-    _int_list,
     add_command,
+    int_list,
 )
 
 
 def _workers(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated worker counts, e.g. 0,1,2") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: worker counts are integers >= 0, e.g. 0,1,2")
-    return values
+    return int_list(text, minimum=0, example="0,1,2")
 
 
 def _precisions(text: str) -> list[str]:
@@ -56,7 +50,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                      "precision, and (with --workers) DataLoader settings with a loader-bound verdict each. "
                      "Stored as one run.")
     p.add_argument("recipe")
-    p.add_argument("--batch-sizes", type=_int_list, default=None,
+    p.add_argument("--batch-sizes", type=int_list, default=None,
                    help="comma list, e.g. 1,8,32,128 (default: the recipe's bench.batch_sizes)")
     p.add_argument("--precisions", type=_precisions, default=["fp32"],
                    help="comma list of fp32,bf16,fp16 (fp16 needs CUDA; skipped with a reason otherwise)")

@@ -155,27 +155,33 @@ def run_recipe(
         summary["status"] = "completed"
         store.finish_run(run_id, "completed", summary)
         return RunOutcome(run_id, "completed", summary)
-    except Cancelled:
-        summary["status"] = "cancelled"
-        store.finish_run(run_id, "cancelled", summary, "cancelled by user")
-        rep.log("run cancelled", "warning")
-        return RunOutcome(run_id, "cancelled", summary, "cancelled by user")
-    except (WorkbenchError, FloatingPointError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        summary["status"] = "failed"
-        store.finish_run(run_id, "failed", summary, message)
-        rep.log(message, "error")
-        return RunOutcome(run_id, "failed", summary, message, exc)
-    except Exception as exc:  # an internal error: keep the traceback, give the user one line
-        log_path = log_internal_error(exc)
-        message = f"internal error: {type(exc).__name__}: {exc} (full traceback in {log_path})"
-        summary["status"] = "failed"
-        store.finish_run(run_id, "failed", summary, message)
-        rep.log(message, "error")
-        return RunOutcome(run_id, "failed", summary, message, exc, log_path)
+    except Exception as exc:
+        return record_unfinished_run(store, run_id, summary, rep, exc)
     finally:
         if sampler is not None:
             sampler.stop()
+
+
+def record_unfinished_run(store: RunStore, run_id: int, summary: dict[str, Any], rep: Reporter,
+                          exc: Exception) -> RunOutcome:
+    """Record a run that did not complete: cancelled, a user error (one line), or an internal error.
+
+    An internal error keeps its full traceback in the error log and gives the user one line saying where.
+    """
+    traceback_path = None
+    if isinstance(exc, Cancelled):
+        status, message, level = "cancelled", "cancelled by user", "warning"
+    elif isinstance(exc, WorkbenchError | FloatingPointError):
+        status, level = "failed", "error"
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        traceback_path = log_internal_error(exc)
+        status, level = "failed", "error"
+        message = f"internal error: {type(exc).__name__}: {exc} (full traceback in {traceback_path})"
+    summary["status"] = status
+    store.finish_run(run_id, status, summary, message)
+    rep.log(message, level)
+    return RunOutcome(run_id, status, summary, message, None if status == "cancelled" else exc, traceback_path)
 
 
 def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:

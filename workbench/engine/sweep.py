@@ -42,13 +42,14 @@ from torch import nn
 from workbench.engine.bench import bench_torch, cuda_sync_for, fixed_threads, time_callable
 from workbench.engine.diagnose import loader_verdict
 from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_warnings
+from workbench.engine.pipeline import RunOutcome, environment, record_unfinished_run
 from workbench.engine.precision import (
     PrecisionPlan,
     make_scaler,
     prepare_module,
     unwrap,
 )
-from workbench.errors import Cancelled, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.recipe import Recipe, dumps_recipe
 
 __all__ = [
@@ -236,15 +237,8 @@ class LoaderPoint:
         return asdict(self)
 
 
-@dataclass
-class SweepOutcome:
-    """What ``run_sweep`` did: the stored run's ID, its status and its summary (``summary["sweep"]``)."""
-
-    run_id: int
-    status: str
-    summary: dict[str, Any]
-    error: str = ""
-    exception: BaseException | None = None
+#: A sweep is a stored run like any other; its points are in ``summary["sweep"]``.
+SweepOutcome = RunOutcome
 
 
 # --------------------------------------------------------------------------------------- precision
@@ -660,7 +654,6 @@ def run_sweep(
     Like ``run_recipe`` it never raises for run failures: the outcome's status says what happened,
     and whatever was measured before a failure or cancel stays in the run's summary.
     """
-    from workbench.engine.pipeline import environment, log_internal_error
     from workbench.engine.store import RunStore, StoreReporter
     from workbench.recipe import check_device_support
 
@@ -708,24 +701,8 @@ def run_sweep(
         summary["status"] = "completed"
         store.finish_run(run_id, "completed", summary)
         return SweepOutcome(run_id, "completed", summary)
-    except Cancelled:
-        summary["status"] = "cancelled"
-        store.finish_run(run_id, "cancelled", summary, "cancelled by user")
-        rep.log("sweep cancelled", "warning")
-        return SweepOutcome(run_id, "cancelled", summary, "cancelled by user")
-    except WorkbenchError as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        summary["status"] = "failed"
-        store.finish_run(run_id, "failed", summary, message)
-        rep.log(message, "error")
-        return SweepOutcome(run_id, "failed", summary, message, exc)
-    except Exception as exc:  # internal error: keep the traceback in the log, one line for the user
-        path = log_internal_error(exc)
-        message = f"internal error: {type(exc).__name__}: {exc} (full traceback in {path})"
-        summary["status"] = "failed"
-        store.finish_run(run_id, "failed", summary, message)
-        rep.log(message, "error")
-        return SweepOutcome(run_id, "failed", summary, message, exc)
+    except Exception as exc:
+        return record_unfinished_run(store, run_id, summary, rep, exc)
     finally:
         if sampler is not None:
             sampler.stop()
