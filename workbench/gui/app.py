@@ -185,7 +185,7 @@ def _shot(widget: QWidget, folder: Path, name: str) -> Path:
 
 
 def take_screenshots(window: Any, folder: Path) -> list[Path]:
-    """Render the key states: default recipe, a real short run with filled plots, a validation
+    """Render the key states: default recipe, a real quickstart run with filled plots, a validation
     error, the runs view, and the precision panel's CPU limits."""
     folder.mkdir(parents=True, exist_ok=True)
     shots: list[Path] = []
@@ -196,13 +196,7 @@ def take_screenshots(window: Any, folder: Path) -> list[Path]:
     window.nav.setCurrentRow(0)
     shots.append(_shot(window, folder, "01-recipe-default.png"))
 
-    # A real short run of the default recipe (fewer samples and iterations, so it takes seconds).
-    data, train, bench = window.panel("data"), window.panel("train"), window.panel("bench")
-    data.fields["samples_per_class"].setter(100)
-    train.fields["epochs"].setter(2)
-    train.fields["log_every"].setter(2)
-    bench.fields["iters"].setter(10)
-    bench.fields["telemetry_hz"].setter(10.0)
+    # A real run of the default (quickstart) recipe, exactly as `make run` opens it (~30 s on 2 cores).
     window.revalidate()
     job = window.start_run(False)
     if job is not None:
