@@ -329,4 +329,5 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
     return record
 
 
-register_stage(Stage("distill", lambda r: r.distill is not None, run_distill_stage, owns_training=True))
+register_stage(Stage("distill", lambda r: r.distill is not None, run_distill_stage, owns_training=True,
+                     order=20))

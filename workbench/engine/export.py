@@ -452,10 +452,9 @@ def _optimization_story(ctx: Any, quant: dict[str, Any] | None) -> list[str]:
 
 
 def _register() -> None:
-    from workbench.engine.pipeline import Stage
-    from workbench.engine.quantize import register_ordered
+    from workbench.engine.pipeline import Stage, register_stage
 
-    register_ordered(Stage("export", applies=lambda r: r.export is not None, run=run_export_stage))
+    register_stage(Stage("export", applies=lambda r: r.export is not None, run=run_export_stage, order=40))
 
 
 _register()

@@ -88,14 +88,19 @@ class Stage:
     #: The stage trains the model itself (distillation: the student learns from a teacher), so the
     #: pipeline skips its own [train] step and baseline measurement; the stage sets ``ctx.baseline``.
     owns_training: bool = False
+    #: Where the stage runs in a chain; lower first. Import order of technique modules does not matter.
+    order: int = 50
 
 
-#: Filled by technique modules, in the order they run (prune → distill → quantize → export).
+#: Filled by technique modules; kept sorted by ``Stage.order`` (prune 10 → distill 20 → quantize 30 → export 40).
 OPTIMIZATION_STAGES: list[Stage] = []
 
 
 def register_stage(stage: Stage) -> Stage:
+    """Add (or replace, on re-import) a technique stage, keeping the chain in ``order``."""
+    OPTIMIZATION_STAGES[:] = [s for s in OPTIMIZATION_STAGES if s.name != stage.name]
     OPTIMIZATION_STAGES.append(stage)
+    OPTIMIZATION_STAGES.sort(key=lambda s: s.order)
     return stage
 
 

@@ -640,7 +640,7 @@ def run_prune_stage(ctx: RunContext) -> dict[str, Any]:
     return record
 
 
-register_stage(Stage("prune", lambda r: r.prune is not None, run_prune_stage))
+register_stage(Stage("prune", lambda r: r.prune is not None, run_prune_stage, order=10))
 
 
 __all__ = [

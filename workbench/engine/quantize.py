@@ -766,31 +766,6 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
 
 # ------------------------------------------------------------------------------------- stage
 
-#: Canonical stage order; registration sorts by it so import order never reorders the pipeline.
-_STAGE_ORDER = {"prune": 0, "distill": 1, "quantize": 2, "export": 3}
-
-
-def register_ordered(stage: Any) -> None:
-    """``pipeline.register_stage`` once per name, keeping prune → distill → quantize → export order.
-
-    ``export`` imports this module, and either may be imported first (CLI subcommands, tests), so
-    plain append order is not reliable; unknown stages keep their place before quantize/export.
-    """
-    import importlib
-
-    from workbench.engine.pipeline import OPTIMIZATION_STAGES, register_stage
-
-    for earlier in ("prune", "distill"):  # they append on import: make sure they are in before us
-        try:
-            importlib.import_module(f"workbench.engine.{earlier}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"workbench.engine.{earlier}":
-                raise
-    if any(s.name == stage.name for s in OPTIMIZATION_STAGES):
-        return
-    register_stage(stage)
-    OPTIMIZATION_STAGES.sort(key=lambda s: _STAGE_ORDER.get(s.name, 1.5))
-
 
 def _state_size(module: nn.Module) -> int:
     """Serialized size of a module's state (quantized Linear weights are packed, not parameters)."""
@@ -915,9 +890,9 @@ def _onnx_size(path: Path) -> int:
 
 
 def _register() -> None:
-    from workbench.engine.pipeline import Stage
+    from workbench.engine.pipeline import Stage, register_stage
 
-    register_ordered(Stage("quantize", applies=lambda r: r.quantize is not None, run=run_quantize_stage))
+    register_stage(Stage("quantize", applies=lambda r: r.quantize is not None, run=run_quantize_stage, order=30))
 
 
 _register()
