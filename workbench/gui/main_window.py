@@ -737,7 +737,8 @@ class MainWindow(QMainWindow):
     def _on_run_started(self, run_id: int, name: str) -> None:
         self._run_id = run_id
         self.log(f"run {run_id} ({name}) recorded in the store", "stage")
-        self._refresh_runs()
+        if self.tabs.currentWidget() is self.runs_view:  # otherwise the end-of-run refresh shows it:
+            self._refresh_runs()  # a refresh costs ~0.1 s of GUI thread, not worth it while hidden
 
     def _on_stage_started(self, stage: str, total: int) -> None:
         self._stage = stage

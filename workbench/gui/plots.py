@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 from workbench.gui.jobs import MetricEvent
 
 RING_CAPACITY = 5000
-REDRAW_HZ = 15
+REDRAW_HZ = 10  # within the 10-20 Hz a person perceives as live; each redraw costs GUI-thread CPU
 
 NO_GPU_TEXT = "No NVIDIA GPU detected: CPU mode"
 
