@@ -33,6 +33,7 @@ def make_recipe(args: argparse.Namespace, seed: int) -> Recipe:
     r.model.zoo = args.student
     r.model.width = args.student_width
     r.data.samples_per_class = args.samples_per_class
+    r.data.eval_fraction = args.eval_fraction
     r.data.augment = False  # deterministic inputs: teacher logits are cached after epoch 1
     r.train.epochs = args.epochs
     r.train.seed = seed
@@ -51,6 +52,8 @@ def main() -> None:
     ap.add_argument("--student", default="small_cnn")
     ap.add_argument("--student-width", type=float, default=0.25)
     ap.add_argument("--samples-per-class", type=int, default=200)
+    ap.add_argument("--eval-fraction", type=float, default=0.2,
+                    help="share of each class held out for evaluation (the rest is the labelled training set)")
     ap.add_argument("--epochs", type=int, default=6, help="student epochs (alone and distilled)")
     ap.add_argument("--teacher-epochs", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=4.0)
