@@ -92,3 +92,14 @@ def test_weights_from_a_previous_run() -> None:
     r.model.weights = "run:99999"
     missing = run_recipe(r, store=store)
     assert missing.status == "failed" and "no run with ID 99999" in missing.error
+
+
+def test_same_recipe_same_seed_same_result() -> None:
+    """The seed covers the initial weights too: two runs of one recipe train identically."""
+    results = []
+    for _ in range(2):
+        r = tiny_recipe(epochs=2, samples_per_class=40)
+        r.bench.enabled = False
+        outcome = run_recipe(r, store=RunStore())
+        results.append((outcome.summary["train"]["final_loss"], outcome.summary["final"]["accuracy"]))
+    assert results[0] == results[1]

@@ -246,6 +246,7 @@ def _stage_load(ctx: RunContext) -> None:
             f"{ctx.data.num_classes} classes, input {list(ctx.data.input_shape)}")
     ctx.cancel.raise_if_cancelled()
     rep.progress(0, None, "loading model")
+    torch.manual_seed(recipe.train.seed)  # the initial weights are part of a reproducible run
     ctx.loaded = load_model(recipe.model, ctx.data.num_classes, ctx.input_shape)
     if recipe.model.weights.startswith("run:"):
         from workbench.engine.prune import load_pruned_weights  # a run's weights may be structurally pruned
