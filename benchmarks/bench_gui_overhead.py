@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--probe-rounds", type=int, default=1, help="extra GUI runs with the stall probe")
     args = ap.parse_args()
-    app = create_app()  # the app's own setup: style, GUI-thread-only garbage collection
+    app = create_app()  # the app's own QApplication setup (style, plot options)
     store = RunStore()
     window = MainWindow(store=store)
     window.show()

@@ -86,12 +86,9 @@ def _close(w: object) -> None:
 def no_dangling_jobs(qapp) -> Iterator[None]:  # noqa: ANN001 - pytest-qt fixture
     """After each GUI test: close windows, then no job thread and no window timer may still run.
 
-    Garbage is collected on the GUI thread only (as the app does: ``collect_garbage_on_gui_thread``),
-    so a job thread never destroys Qt objects that belong to the GUI thread.
+    Garbage is collected here, on the GUI thread, before and after each test, so objects a test
+    left behind are not collected later by whichever thread happens to allocate.
     """
-    from workbench.gui.app import collect_garbage_on_gui_thread
-
-    collect_garbage_on_gui_thread(qapp)
     gc.collect()
     yield
     from PySide6.QtCore import QTimer
@@ -118,9 +115,3 @@ def no_dangling_jobs(qapp) -> Iterator[None]:  # noqa: ANN001 - pytest-qt fixtur
     assert not running, f"job threads still running after the test: {running}"
     assert not active, f"timers still running after close: {active}"
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _restore_automatic_gc() -> Iterator[None]:
-    """GUI tests switch automatic GC off (as the app does); engine tests after them get it back."""
-    yield
-    gc.enable()

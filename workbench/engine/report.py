@@ -347,23 +347,10 @@ def _png_data_uri(img: Any, scale: int = 3) -> str:
 
 
 def _pick_indices(targets: Any, num_classes: int, n: int) -> list[int]:
-    """Deterministic eval samples spread over classes (first of each class, then second, ...)."""
-    import numpy as np
+    """Deterministic eval samples spread over classes (the same pick as the GUI's thumbnails)."""
+    from workbench.engine.data.sources import balanced_indices
 
-    t = np.asarray(targets, dtype=np.int64)
-    per_class = [list(np.flatnonzero(t == c)) for c in range(num_classes)]
-    out: list[int] = []
-    depth = 0
-    while len(out) < min(n, len(t)):
-        added = False
-        for idx in per_class:
-            if depth < len(idx) and len(out) < n:
-                out.append(int(idx[depth]))
-                added = True
-        if not added:
-            break
-        depth += 1
-    return out
+    return balanced_indices(targets, num_classes, n)
 
 
 def _predictions(store: Any, runs: Sequence[Any], cancel: CancelToken) -> dict[str, Any]:

@@ -47,24 +47,7 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     import pyqtgraph as pg
 
     pg.setConfigOptions(antialias=True, foreground="#333")
-    collect_garbage_on_gui_thread(app)
     return app
-
-
-def collect_garbage_on_gui_thread(app: QApplication) -> None:
-    """Run Python's cyclic GC only on the GUI thread (pyqtgraph's GarbageCollector pattern).
-
-    Automatic collection runs on whichever thread happens to allocate; when a job thread collects
-    a cycle holding Qt wrappers created on the GUI thread, PySide can deadlock or crash. So
-    automatic GC is off and a GUI-thread timer collects instead, with the usual thresholds.
-    """
-    if getattr(app, "_workbench_gc", None) is not None:
-        return
-    from pyqtgraph.util.garbage_collector import GarbageCollector
-
-    collector = GarbageCollector(interval=0.5)
-    collector.timer.setParent(app)  # stopped and deleted with the application
-    app._workbench_gc = collector  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------------ crashes
@@ -215,9 +198,7 @@ def take_screenshots(window: Any, folder: Path) -> list[Path]:
     shots.append(_shot(window, folder, "04-precision-panel.png"))
 
     window.tabs.setCurrentIndex(1)
-    runs = getattr(window.runs_view, "refresh", None)
-    if callable(runs):
-        runs()
+    window.runs_view.refresh()
     shots.append(_shot(window, folder, "05-runs-view.png"))
 
     # Validation-error state: a Python-file model without a path, and a bad kwargs field.

@@ -50,6 +50,7 @@ from workbench.errors import RecipeError
 from workbench.gui.jobs import EtaEstimator, Job, JobManager, format_eta
 from workbench.gui.panels import FieldErrors, RecipePanel, panel_classes
 from workbench.gui.plots import Dashboard
+from workbench.gui.runs import RunsView
 from workbench.gui.sweep import SweepView
 from workbench.gui.widgets import cuda_available
 from workbench.recipe import (
@@ -61,14 +62,6 @@ from workbench.recipe import (
     recipe_to_dict,
     save_recipe,
 )
-
-try:  # written alongside this window; a failure here must be loud, not a silent placeholder
-    from workbench.gui.runs import RunsView
-
-    RUNS_IMPORT_ERROR: BaseException | None = None
-except ImportError as _exc:  # pragma: no cover - only while runs.py is missing or broken
-    RunsView = None  # type: ignore[assignment,misc]
-    RUNS_IMPORT_ERROR = _exc
 
 APP_ORG = "AccelerationWorkbench"
 APP_NAME = "Workbench"
@@ -164,8 +157,6 @@ class MainWindow(QMainWindow):
         self.name_edit.textEdited.connect(self._on_panel_changed)
         self._restore_settings()
         self._load_initial(recipe)
-        if RUNS_IMPORT_ERROR is not None:
-            self.log(f"runs view unavailable: {RUNS_IMPORT_ERROR}", "error")
 
     # ------------------------------------------------------------------------------------------ UI
     def _build_actions(self) -> None:
@@ -254,13 +245,8 @@ class MainWindow(QMainWindow):
         self.tabs.setObjectName("mainTabs")
         self.dashboard = Dashboard()
         self.tabs.addTab(self.dashboard, "Dashboard")
-        if RunsView is not None:
-            self.runs_view: Any = RunsView(self.store, self)
-            self.runs_view.openRecipeRequested.connect(self.load_recipe_text)
-        else:
-            self.runs_view = QLabel(f"The runs view failed to load: {RUNS_IMPORT_ERROR}")
-            self.runs_view.setStyleSheet("color: #b3261e; padding: 12px;")
-            self.runs_view.setWordWrap(True)
+        self.runs_view = RunsView(self.store, self)
+        self.runs_view.openRecipeRequested.connect(self.load_recipe_text)
         self.tabs.addTab(self.runs_view, "Runs")
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("mainSplitter")
@@ -344,9 +330,8 @@ class MainWindow(QMainWindow):
         if run_menu is not None:
             run_menu.addSeparator()
             run_menu.addAction(self.sweep_action)
-        if RunsView is not None:
-            self.runs_view.set_jobs(self.jobs)
-            self.runs_view.openSweepRequested.connect(self.open_sweep_run)
+        self.runs_view.set_jobs(self.jobs)
+        self.runs_view.openSweepRequested.connect(self.open_sweep_run)
 
     def open_sweep_run(self, run_id: int) -> bool:
         """Show a stored sweep run in the Sweep tab."""
@@ -798,9 +783,7 @@ class MainWindow(QMainWindow):
     def _refresh_runs(self) -> None:
         if self._store_closed:
             return
-        refresh = getattr(self.runs_view, "refresh", None)
-        if callable(refresh):
-            refresh()
+        self.runs_view.refresh()
 
     # -------------------------------------------------------------------------------------- settings
     def _restore_settings(self) -> None:

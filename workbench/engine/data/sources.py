@@ -913,22 +913,29 @@ def sample_previews(bundle: DatasetBundle, n: int = 16) -> list[tuple[np.ndarray
     targets = np.asarray(getattr(ds, "targets", []), dtype=np.int64)
     if len(targets) == 0 or n <= 0:
         return []
-    per_class = [list(np.flatnonzero(targets == c)) for c in range(bundle.num_classes)]
-    order: list[int] = []
-    depth = 0
-    while len(order) < min(n, len(targets)):
-        added = False
-        for idx in per_class:
-            if depth < len(idx) and len(order) < n:
-                order.append(int(idx[depth]))
-                added = True
-        if not added:
-            break
-        depth += 1
+    order = balanced_indices(targets, bundle.num_classes, n)
     out: list[tuple[np.ndarray | None, str]] = []
     raw = getattr(ds, "raw_image", None)
     for i in order:
         img = raw(i) if raw is not None else None
         name = bundle.class_names[int(targets[i])]
         out.append((_to_hwc_uint8(img) if img is not None else None, name))
+    return out
+
+
+def balanced_indices(targets: Any, num_classes: int, n: int) -> list[int]:
+    """Up to ``n`` deterministic sample indices spread over classes: each class's first, then second, ..."""
+    t = np.asarray(targets, dtype=np.int64)
+    per_class = [np.flatnonzero(t == c) for c in range(num_classes)]
+    out: list[int] = []
+    depth = 0
+    while len(out) < min(n, len(t)):
+        added = False
+        for idx in per_class:
+            if depth < len(idx) and len(out) < n:
+                out.append(int(idx[depth]))
+                added = True
+        if not added:
+            break
+        depth += 1
     return out
