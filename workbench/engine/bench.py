@@ -137,7 +137,8 @@ def time_callable(
     samples_ns: list[int] = []
     perf = time.perf_counter_ns
     gc_was_enabled = gc.isenabled()
-    gc.collect()
+    # No gc.collect() here: this runs on GUI job threads, and a full collection there can free Qt
+    # objects owned by the GUI thread (a PySide deadlock). Disabling GC keeps pauses out of the timing.
     gc.disable()
     try:
         start = perf()

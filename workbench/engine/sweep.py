@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import itertools
 import math
 import os
@@ -447,8 +446,7 @@ def _time_train_step(base: nn.Module, prec: str, plan: PrecisionPlan, recipe: Re
     except (ValueError, RuntimeError) as exc:  # e.g. BatchNorm cannot train on a batch of 1
         return f"training step failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     finally:
-        del m
-        gc.collect()
+        del m  # freed by refcount; no gc.collect() on a job thread (it could free GUI-thread Qt objects)
     return BatchPoint("train", prec, batch, st.p50_ms, st.p95_ms, st.throughput, st.mean_ms, st.iters,
                       list(st.ci95_median_ms), st.peak_mem_bytes)
 
@@ -614,7 +612,6 @@ def _measure_loader_config(variant: Recipe, cfg: LoaderConfig, spec: SweepSpec, 
     finally:
         _close_loader(loader)
         del loader
-        gc.collect()
     verdict = loader_verdict(tr.data_wait_s, tr.compute_s, variant)
     return LoaderPoint(cfg.num_workers, cfg.pin_memory, cfg.cache, batch, loader_sps, tr.train_samples_per_s,
                        tr.data_wait_s, tr.compute_s, tr.data_wait_fraction, verdict.to_dict(), label=cfg.label)

@@ -225,7 +225,8 @@ class Job(QObject):
         self.worker.finished.connect(self._on_worker_finished)
         # Direct: quit the thread's loop from the worker thread itself, even while the GUI waits.
         self.worker.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
-        self.worker.finished.connect(self.worker.deleteLater)
+        # No worker.deleteLater: the worker is Python-owned (Job.worker), so C++ deleting it on the worker
+        # thread left a dangling wrapper that segfaulted in tests; it is freed with its Job instead.
         self.thread.started.connect(self.worker.run)
         self.thread.finished.connect(self._on_thread_finished)
 

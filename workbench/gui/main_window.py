@@ -11,6 +11,7 @@ dialogs are non-blocking (``show_error_dialog``) and also recorded in ``error_me
 
 from __future__ import annotations
 
+import gc
 import html
 import re
 import time
@@ -753,6 +754,7 @@ class MainWindow(QMainWindow):
         self.show_error_dialog(f"{name} failed", message, tb)
 
     def _on_job_finished(self, cancelled: bool) -> None:
+        gc.collect()  # here on the GUI thread, so a job thread never frees this thread's Qt objects
         self.dashboard.stop()
         self.progress.setRange(0, 1)
         self.progress.setValue(0 if cancelled else 1)
