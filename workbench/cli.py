@@ -112,37 +112,82 @@ def _fmt(v: Any, kind: str = "") -> str:
     return str(v)
 
 
-ROWS = [("accuracy", "Eval accuracy", "pct"), ("latency_ms_p50", "Latency p50 (ms)", ""),
-        ("latency_ms_p95", "Latency p95 (ms)", ""), ("throughput", "Inference throughput (samples/s)", ""),
-        ("train_samples_per_s", "Training throughput (samples/s)", ""), ("params", "Parameters", ""),
-        ("size_bytes", "Size", "bytes")]
+ROWS = [("accuracy", "Eval accuracy", "pct"), ("train_samples_per_s", "Training throughput (samples/s)", ""),
+        ("params", "Parameters", ""), ("size_bytes", "Size", "bytes")]
 
 
 def print_summary(summary: Mapping[str, Any]) -> None:
+    """The run's table (like with like: latency and throughput at one batch size each) and its speedup lines."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from workbench.engine.comparison import compare_run_to_baseline, measured_cases, speedup_sentence
 
     console = Console()
     final, baseline = summary.get("final") or {}, summary.get("baseline")
-    table = Table(title=f"Run {summary.get('run_id')}: {summary.get('name', '')} — {summary.get('status', '')}")
+    table = Table(title=escape(f"Run {summary.get('run_id')}: {summary.get('name', '')} — {summary.get('status', '')}"))
     table.add_column("Metric")
     if baseline:
         table.add_column("Baseline", justify="right")
     table.add_column("Final" if baseline else "Value", justify="right")
     if baseline:
         table.add_column("Change", justify="right")
-    for key, label, kind in ROWS:
-        cells = [label]
-        if baseline:
-            cells.append(_fmt(baseline.get(key), kind))
-        cells.append(_fmt(final.get(key), kind))
-        if baseline:
-            cells.append(_change(key, baseline.get(key), final.get(key)))
-        table.add_row(*cells)
+    cmp = compare_run_to_baseline(summary) if baseline else None
+    rows: list[tuple[str, Any, Any, str]] = []
+    for key, label, kind in ROWS[:1]:
+        rows.append((label, _fmt((baseline or {}).get(key), kind), _fmt(final.get(key), kind),
+                     _change(key, (baseline or {}).get(key), final.get(key))))
+    fc, bc = measured_cases(final), measured_cases(baseline or {})
+    speedup = summary.get("speedup")
+    if isinstance(speedup, Mapping) and speedup.get("paired"):
+        # Show the paired medians, so the figures and the ratio beside them come from the same rounds.
+        for b, e in (speedup.get("latency") or {}).items():
+            bc[int(b)] = {"p50_ms": e["baseline_ms"], "throughput": int(b) / e["baseline_ms"] * 1e3}
+            fc[int(b)] = {"p50_ms": e["final_ms"], "throughput": int(b) / e["final_ms"] * 1e3}
+    lat_batch = (cmp or {}).get("latency", {}).get("batch") or (min(fc) if fc else None)
+    tput_batch = (cmp or {}).get("throughput", {}).get("batch") or (max(fc) if fc else None)
+    if lat_batch is not None:
+        change = _ratio_cell(cmp, "latency", "faster")
+        rows.append((f"Latency p50 @ batch {lat_batch} (ms)", _fmt(bc.get(lat_batch, {}).get("p50_ms")),
+                     _fmt(fc.get(lat_batch, {}).get("p50_ms")), change))
+    if tput_batch is not None:
+        change = _ratio_cell(cmp, "throughput", "")
+        rows.append((f"Inference throughput @ batch {tput_batch} (samples/s)",
+                     _fmt(bc.get(tput_batch, {}).get("throughput")), _fmt(fc.get(tput_batch, {}).get("throughput")),
+                     change))
+    for key, label, kind in ROWS[1:]:
+        rows.append((label, _fmt((baseline or {}).get(key), kind), _fmt(final.get(key), kind),
+                     _change(key, (baseline or {}).get(key), final.get(key))))
+    for label, before, after, change in rows:
+        table.add_row(*([label, before, after, change] if baseline else [label, after]))
     console.print(table)
+    if isinstance(speedup, Mapping) and speedup.get("paired"):
+        console.print(escape(f"Speedup, paired: {speedup_sentence({**speedup, 'reliable': True})}"), highlight=False)
+        if not speedup.get("reliable"):
+            console.print(f"[yellow]{escape('Unreliable measurement: ' + str(speedup.get('reason')))}[/yellow]",
+                          highlight=False)
+    elif cmp is not None and summary.get("stages"):
+        console.print(f"[yellow]{escape(cmp['caveat'])}[/yellow]", highlight=False)
     for stage in summary.get("stages") or []:
         if stage.get("note"):
-            console.print(f"[yellow]{stage['name']}: {stage['note']}[/yellow]")
+            console.print(f"[yellow]{escape(stage['name'] + ': ' + str(stage['note']))}[/yellow]", highlight=False)
+
+
+def _ratio_cell(cmp: Mapping[str, Any] | None, key: str, word: str) -> str:
+    """A comparison ratio as a table cell: "5.86x faster (paired)", or why it is not comparable."""
+    from workbench.engine.comparison import format_ratio
+
+    if not cmp:
+        return ""
+    entry = cmp.get(key) or {}
+    if not entry.get("comparable"):
+        return str(entry.get("reason") or "")
+    text = f"{format_ratio(entry['ratio'])} {word}".strip()
+    if entry.get("ci95"):
+        lo, hi = entry["ci95"]
+        text += f" (CI {format_ratio(lo)}–{format_ratio(hi)})"
+    return text
 
 
 def _change(key: str, before: Any, after: Any) -> str:
@@ -150,9 +195,8 @@ def _change(key: str, before: Any, after: Any) -> str:
         return ""
     if key == "accuracy":
         return f"{(after - before) * 100:+.2f} pts"
-    if key.startswith("latency") or key == "size_bytes" or key == "params":
-        return f"{before / after:.2f}x smaller" if key != "latency_ms_p50" and key != "latency_ms_p95" \
-            else f"{before / after:.2f}x faster"
+    if key in ("size_bytes", "params"):
+        return f"{before / after:.2f}x smaller"
     return f"{after / before:.2f}x"
 
 

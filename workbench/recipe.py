@@ -119,7 +119,11 @@ class BenchSection(Section):
     iters: int = Field(50, ge=3, le=100000)
     min_time_s: float = Field(0.0, ge=0.0, le=600.0, description="Keep timing until this much time passed.")
     max_time_s: float = Field(10.0, gt=0.0, le=3600.0, description="Stop timing one case after this long.")
-    threads: int = Field(0, ge=0, le=1024, description="torch/ORT intra-op threads (0 = all cores).")
+    threads: int = Field(0, ge=0, le=1024, description="torch/ORT intra-op threads (0 = auto: one per core that "
+                         "other processes leave free).")
+    paired: bool = Field(True, description="After optimization stages, time the baseline and every stage's result "
+                         "in interleaved rounds in one process (the speedup with its confidence interval).")
+    rounds: int = Field(10, ge=5, le=1000, description="Interleaved rounds of the paired timing (at least 5).")
     telemetry_hz: float = Field(4.0, gt=0.0, le=100.0)
 
     @field_validator("batch_sizes")

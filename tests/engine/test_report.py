@@ -71,11 +71,62 @@ def test_nice_ticks_cover_the_range_with_round_steps() -> None:
 def test_headline_numbers_and_wording() -> None:
     h = headline({"latency_ms_p50": 3.1, "accuracy": 0.912, "size_bytes": 4.2e6, "latency_batch": 1},
                  {"latency_ms_p50": 1.0, "accuracy": 0.908, "size_bytes": 1.0e6, "latency_batch": 1})
-    assert h["text"] == "3.1x faster, \u22120.4 points accuracy, 4.2x smaller"
+    assert h["text"] == "3.1x faster (batch 1), \u22120.4 points accuracy, 4.2x smaller"
     assert math.isclose(h["speedup"], 3.1) and math.isclose(h["accuracy_delta_points"], -0.4, abs_tol=1e-9)
-    slower = headline({"latency_ms_p50": 1.0}, {"latency_ms_p50": 2.0})
-    assert slower["text"] == "2.0x slower"
+    assert h["paired"] is False and "not interleaved" in h["caveat"]  # never a bare headline
+    slower = headline({"latency_ms_p50": 1.0, "latency_batch": 8}, {"latency_ms_p50": 2.0, "latency_batch": 8})
+    assert slower["text"] == "2.0x slower (batch 8)"
     assert headline({}, {})["text"] == "no comparable measurements"
+
+
+def test_headline_refuses_ratios_across_batch_sizes() -> None:
+    h = headline({"latency_ms_p50": 3.0, "latency_batch": 1, "throughput": 4034.0, "throughput_batch": 1},
+                 {"latency_ms_p50": 30.0, "latency_batch": 64, "throughput": 116.0, "throughput_batch": 64})
+    assert "speedup" not in h and "throughput_ratio" not in h
+    assert h["note"] == "not comparable: latency measured at batch 1 vs 64"
+    assert h["text"] == "no comparable measurements"
+
+
+def test_headline_uses_the_paired_speedup_with_its_interval_split_and_caveat() -> None:
+    speedup = {"paired": True, "reliable": False, "reason": "other processes used 1.20 CPU cores", "rounds": 10,
+               "latency": {"1": {"ratio": 5.5, "ci95": [5.1, 5.9]}, "64": {"ratio": 4.0, "ci95": [3.9, 4.1]}},
+               "steps": [{"name": "runtime switch", "detail": "torch eager fp32 → onnxruntime fp32", "ratio": 3.5},
+                         {"name": "quantize", "detail": "onnxruntime fp32 → onnxruntime static INT8",
+                          "ratio": 1.57}]}
+    base = {"latency_ms_p50": 100.0, "latency_batch": 1, "accuracy": 0.9}  # a loaded, unpaired 100x
+    final = {"latency_ms_p50": 1.0, "latency_batch": 1, "accuracy": 0.9}
+    h = headline(base, final, speedup)
+    assert h["speedup"] == 5.5 and h["speedup_ci95"] == [5.1, 5.9]
+    assert h["text"].startswith("5.5x faster (95 % CI 5.1\u20135.9x, batch 1)")
+    assert h["split"] == ("runtime switch (torch eager fp32 → onnxruntime fp32) 3.50x × "
+                          "quantize (onnxruntime fp32 → onnxruntime static INT8) 1.57x")
+    assert h["caveat"] == "Unreliable measurement: other processes used 1.20 CPU cores"
+
+
+def test_report_of_a_paired_run_shows_split_and_caveat_beside_the_headline(tmp_path: Path) -> None:
+    speedup = {"paired": True, "reliable": False, "reason": "other processes used 1.20 CPU cores", "rounds": 10,
+               "latency": {"1": {"ratio": 5.5, "ci95": [5.1, 5.9], "baseline_ms": 4.4, "final_ms": 0.8}},
+               "throughput": {}, "steps": [
+                   {"name": "runtime switch", "detail": "torch eager fp32 → onnxruntime fp32", "ratio": 3.5},
+                   {"name": "quantize", "detail": "onnxruntime fp32 → onnxruntime static INT8", "ratio": 1.57}]}
+    base = {"latency_ms_p50": 100.0, "latency_batch": 1, "accuracy": 0.9, "throughput": 116.0,
+            "throughput_batch": 64, "bench": [{"batch_size": 1, "p50_ms": 100.0, "throughput": 10.0},
+                                              {"batch_size": 64, "p50_ms": 551.0, "throughput": 116.0}]}
+    final = {"latency_ms_p50": 1.0, "latency_batch": 1, "accuracy": 0.9, "throughput": 4034.0,
+             "throughput_batch": 1, "bench": [{"batch_size": 1, "p50_ms": 1.0, "throughput": 1000.0},
+                                              {"batch_size": 64, "p50_ms": 20.0, "throughput": 3200.0}]}
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        rid = store.create_run("static int8", "[model]\n", "small_cnn", ["quantize"])
+        store.finish_run(rid, "completed", {"baseline": base, "final": final, "speedup": speedup,
+                                            "stages": [{"name": "quantize", "before": base, "after": final}]})
+        report = build_report(store, [rid], predictions=False)
+    assert 'id="caveat">Unreliable measurement: other processes used 1.20 CPU cores' in report.html
+    assert 'id="split">By cause (paired): runtime switch (torch eager fp32 → onnxruntime fp32) 3.50x' in report.html
+    assert report.data["headline"]["speedup"] == 5.5
+    # The before/after table puts throughput of both columns at the same batch (64), not 116 beside 4034.
+    rows = report.data["comparison"]
+    assert [r["throughput_batch"] for r in rows] == [64, 64]
+    assert [r["throughput"] for r in rows] == [116.0, 3200.0]
 
 
 # ------------------------------------------------------------------------------------ two real runs

@@ -32,7 +32,8 @@ RECIPE = '[model]\nzoo = "mobilenet_tiny"\n\n[quantize]\nenabled = true\n'
 
 def metrics(acc: float, p50: float, p95: float, thr: float, size: int) -> dict[str, Any]:
     return {"accuracy": acc, "latency_ms_p50": p50, "latency_ms_p95": p95, "throughput": thr,
-            "params": 1_200_000, "size_bytes": size, "train_samples_per_s": 850.0}
+            "params": 1_200_000, "size_bytes": size, "train_samples_per_s": 850.0,
+            "latency_batch": 1, "throughput_batch": 64}
 
 
 # Throughputs chosen so that sorting them as text ("12,000" < "2,410" < "950") would be wrong.
@@ -143,7 +144,7 @@ def test_speedup_against_default_and_chosen_baseline(view: RunsView, runs: dict[
     assert int8["size_ratio"] == pytest.approx(0.25)
     assert rows[runs["fp32"]]["latency_speedup"] == pytest.approx(1.0)
     r = [row["run_id"] for row in view.speedup_rows()].index(runs["int8"])
-    assert view.speedup_table.item(r, 1).text() == "2.11×"
+    assert view.speedup_table.item(r, 1).text() == "2.11× @ 1"
     assert view.speedup_table.item(r, 3).text() == "-0.70 pts"
 
     view.set_baseline(runs["bf16"])
@@ -299,3 +300,52 @@ def test_every_control_has_a_tooltip(view: RunsView, runs: dict[str, int]) -> No
     missing = [f"{type(w).__name__} {w.objectName()!r}" for w in controls
                if not w.toolTip() and not isinstance(w.parent(), QComboBox | QLineEdit)]
     assert not missing
+
+
+PAIRED_SPEEDUP = {
+    "paired": True, "reliable": False, "rounds": 10,
+    "reason": "other processes used 1.10 CPU cores on average while timing (more than 0.25)",
+    "latency": {"1": {"ratio": 5.5, "ci95": [5.1, 5.9], "baseline_ms": 4.4, "final_ms": 0.8}},
+    "throughput": {"64": {"ratio": 4.0, "ci95": [3.8, 4.2], "baseline_per_s": 2000.0, "final_per_s": 8000.0}},
+    "steps": [{"name": "runtime switch", "detail": "torch eager fp32 → onnxruntime fp32", "ratio": 3.5,
+               "ci95": [3.3, 3.7], "batch": 1},
+              {"name": "quantize", "detail": "onnxruntime fp32 → onnxruntime static INT8", "ratio": 1.57,
+               "ci95": [1.5, 1.6], "batch": 1}],
+}
+
+
+def test_single_run_with_paired_timing_shows_ci_split_and_reliability(view: RunsView, store: RunStore) -> None:
+    run_id = store.create_run("static int8", RECIPE, "small_cnn", ["quantize"])
+    store.finish_run(run_id, "completed", {"baseline": FP32, "final": INT8, "speedup": PAIRED_SPEEDUP,
+                                           "stages": [{"name": "quantize", "before": FP32, "after": INT8}]})
+    view.refresh()
+    view.select_runs([run_id])
+    row = view.speedup_rows()[1]
+    assert row["latency_speedup"] == pytest.approx(5.5)  # the paired ratio, not 4.0 / 1.9 from separate timings
+    assert row["latency_ci95"] == [5.1, 5.9]
+    assert view.speedup_table.item(1, 1).text() == "5.50× @ 1 (CI 5.10–5.90×)"
+    banner = view.proof_banner_values()
+    assert banner["kind"] == "paired" and banner["warn"] and banner["reliable"] is False
+    assert "runtime switch (torch eager fp32 → onnxruntime fp32) 3.50x × quantize" in banner["text"]
+    assert "Unreliable: other processes used 1.10 CPU cores" in view.proof_label.text()
+    assert not view.proof_label.isHidden()
+
+
+def test_runs_compared_across_runs_are_unpaired_and_batch_mismatch_is_not_comparable(
+        view: RunsView, store: RunStore) -> None:
+    at_8 = {**FP32, "latency_batch": 8, "throughput_batch": 8}
+    a = store.create_run("fp32 at batch 1", "[model]\n", "small_cnn", [])
+    store.finish_run(a, "completed", {"final": FP32})
+    b = store.create_run("fp32 at batch 8", "[model]\n", "small_cnn", [])
+    store.finish_run(b, "completed", {"final": at_8})
+    view.refresh()
+    view.select_runs([a, b])
+    view.set_baseline(a)
+    rows = {r["run_id"]: r for r in view.speedup_rows()}
+    assert rows[b]["latency_speedup"] is None
+    assert "batch 1, 64 vs 8" in rows[b]["latency_note"]
+    i = [r["run_id"] for r in view.speedup_rows()].index(b)
+    assert view.speedup_table.item(i, 1).text() == "not comparable"
+    banner = view.proof_banner_values()
+    assert banner["kind"] == "unpaired" and banner["warn"]
+    assert "measured in separate runs at different times" in banner["text"]

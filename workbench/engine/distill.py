@@ -286,6 +286,7 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
     teacher_m = ctx.measure("teacher", module=tmodule,
                             train_samples_per_s=teacher_train.train_samples_per_s if teacher_train else None)
     ctx.baseline = teacher_m  # the big model is what the student is compared against
+    ctx.add_checkpoint("baseline", f"teacher, torch eager {_plain(ctx.plan).label}", module=tmodule)
 
     student = unwrap(ctx.module)
     alone_m = None
@@ -306,6 +307,7 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
                              ctx.plan, rep, ctx.cancel, stage="distill:student", loss_fn=loss_fn)
     ctx.summary["train"] = ctx.train_result.to_dict()
     after = ctx.measure("distilled", module=ctx.module, train_samples_per_s=ctx.train_result.train_samples_per_s)
+    ctx.add_checkpoint("distill", f"student, torch eager {ctx.plan.label}", module=ctx.module)
 
     record: dict[str, Any] = {
         "name": "distill", "teacher_spec": cfg.teacher, "teacher_description": teacher.description,

@@ -375,6 +375,9 @@ def run_export_stage(ctx: Any) -> dict[str, Any]:
         else:
             after = ctx.measure("export", onnx_path=deployed)
         ctx.onnx_path = deployed
+        last = ctx.last_checkpoint
+        if last is not None and last.runtime_kind == "torch":
+            ctx.add_checkpoint("runtime switch", "onnxruntime fp32 (exported)", onnx_path=deployed)
     else:
         after = before
     record["after"] = after

@@ -22,6 +22,7 @@ from torch import nn
 
 from workbench import __version__
 from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_warnings
+from workbench.engine.paired import ContentionMonitor, Contestant, ThreadChoice, choose_threads, time_paired
 from workbench.engine.paths import artifacts_dir, workbench_home
 from workbench.engine.precision import PrecisionPlan, prepare_module, resolve_precision, unwrap
 from workbench.engine.store import RunStore, StoreReporter
@@ -32,6 +33,21 @@ from workbench.recipe import Recipe, check_device_support, dumps_recipe
 #: The keys every measured model reports (CLI `--json`, runs table, comparisons).
 METRIC_KEYS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "throughput", "params", "size_bytes",
                "train_samples_per_s")
+
+
+@dataclass
+class Checkpoint:
+    """A model kept for the paired before/after timing at the end of a run."""
+
+    step: str
+    label: str
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+    precision_plan: bool = True
+
+    @property
+    def runtime_kind(self) -> str:
+        return "onnxruntime" if self.onnx_path is not None else "torch"
 
 
 @dataclass
@@ -54,6 +70,10 @@ class RunContext:
     baseline: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: The intra-op thread count of this run (chosen once, so every timing uses the same one).
+    threads: ThreadChoice | None = None
+    #: The models a paired timing compares at the end: the baseline, then each stage's result.
+    checkpoints: list[Checkpoint] = field(default_factory=list)
 
     @property
     def artifacts(self) -> Path:
@@ -68,6 +88,27 @@ class RunContext:
         """Accuracy on the eval split plus honest latency/throughput for a torch module or an ONNX file."""
         return measure_model(self, label, module=module, onnx_path=onnx_path,
                              train_samples_per_s=train_samples_per_s)
+
+    @property
+    def thread_count(self) -> int:
+        """Threads for torch and onnxruntime timings in this run (0 = leave each runtime's default)."""
+        return self.threads.threads if self.threads is not None else self.recipe.bench.threads
+
+    def add_checkpoint(self, step: str, label: str, *, module: nn.Module | None = None,
+                       onnx_path: Path | None = None, precision_plan: bool = True) -> None:
+        """Record a model the paired timing at the end compares (the baseline first, then each step's result).
+
+        ``step`` names what produced it ("baseline", "prune", "runtime switch", "quantize", ...), ``label``
+        what it is ("torch eager fp32", "onnxruntime static INT8"). ``precision_plan`` = False times a
+        torch module without the run's autocast/channels_last (e.g. a quantized module).
+        """
+        if (module is None) == (onnx_path is None):
+            raise ValueError("a checkpoint is either a torch module or an ONNX file")
+        self.checkpoints.append(Checkpoint(step, label, module, onnx_path, precision_plan))
+
+    @property
+    def last_checkpoint(self) -> Checkpoint | None:
+        return self.checkpoints[-1] if self.checkpoints else None
 
     def save_weights(self, module: nn.Module, name: str = "weights") -> Path:
         from workbench.engine.models import save_weights
@@ -148,12 +189,17 @@ def run_recipe(
     summary: dict[str, Any] = {"run_id": run_id, "name": recipe.name, "techniques": recipe.techniques,
                                "environment": environment()}
     sampler = None
+    threads_before = torch.get_num_threads()
     try:
         with relay_warnings(rep):
             plan = resolve_precision(recipe.precision)
-            if recipe.bench.threads:
-                torch.set_num_threads(recipe.bench.threads)
-            ctx = RunContext(recipe, store, run_id, rep, cancel, plan, summary=summary)
+            # Chosen once for the whole run (training and every timing), and recorded: a thread count
+            # above the free cores turns intra-op barriers into waits on a busy machine.
+            threads = choose_threads(recipe.bench.threads)
+            torch.set_num_threads(threads.threads)
+            summary["environment"]["threads"] = threads.to_dict()
+            rep.log(f"threads: {threads.reason}")
+            ctx = RunContext(recipe, store, run_id, rep, cancel, plan, summary=summary, threads=threads)
             sampler = _start_telemetry(recipe, rep)
             summary["environment"]["device"] = device_description()
             _run_stages(ctx, benchmark_only)
@@ -165,6 +211,7 @@ def run_recipe(
     finally:
         if sampler is not None:
             sampler.stop()
+        torch.set_num_threads(threads_before)  # a run's choice must not leak into later jobs
 
 
 def record_unfinished_run(store: RunStore, run_id: int, summary: dict[str, Any], rep: Reporter,
@@ -208,6 +255,10 @@ def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
     if ctx.baseline is None and not owned:
         ctx.baseline = ctx.measure("baseline", module=ctx.module, onnx_path=ctx.onnx_path,
                                    train_samples_per_s=train_sps)
+        if ctx.module is not None:
+            ctx.add_checkpoint("baseline", f"torch eager {ctx.plan.label}", module=ctx.module)
+        elif ctx.onnx_path is not None:
+            ctx.add_checkpoint("baseline", "onnxruntime", onnx_path=ctx.onnx_path)
     ctx.store.update_summary(ctx.run_id, {**ctx.summary, "baseline": ctx.baseline})
     for stage in stages:
         ctx.cancel.raise_if_cancelled()
@@ -227,6 +278,10 @@ def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
     ctx.summary["stages"] = ctx.stages
     if ctx.module is not None and ctx.loaded.kind != "onnx" and not benchmark_only:
         ctx.save_weights(ctx.module)
+    if stages:
+        speedup = paired_speedup(ctx)
+        if speedup is not None:
+            ctx.summary["speedup"] = speedup
 
 
 def _stage_load(ctx: RunContext) -> None:
@@ -314,14 +369,17 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
     stage = f"measure:{label}"
     rep.stage_started(stage)
     out: dict[str, Any] = {"label": label}
+    threads = ctx.thread_count
     timing = dict(warmup=bench.warmup, iters=bench.iters, min_time_s=bench.min_time_s, max_time_s=bench.max_time_s,
-                  cancel=ctx.cancel)
+                  cancel=ctx.cancel, threads=threads)
+    monitor = ContentionMonitor()
     if module is None:
         assert onnx_path is not None, "measure needs a torch module or an ONNX file"
-        runtime = OrtRuntime(onnx_path, threads=bench.threads)
+        runtime = OrtRuntime(onnx_path, threads=threads)
         try:
             out["accuracy"] = evaluate_runtime(runtime, ctx.eval_loader, ctx.cancel)
-            stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, **timing) if bench.enabled else []
+            with monitor:
+                stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, **timing) if bench.enabled else []
         finally:
             runtime.close()
         from workbench.engine.models import summarize_onnx
@@ -335,9 +393,10 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
         out["accuracy"] = evaluate(module, ctx.eval_loader, ctx.plan, ctx.cancel)["accuracy"]
         stats = []
         if bench.enabled:
-            stats = bench_torch(module, ctx.input_shape, bench.batch_sizes, device=str(ctx.plan.device),
-                                autocast=ctx.plan.autocast_dtype, channels_last=ctx.plan.channels_last,
-                                threads=bench.threads, reporter=rep, **timing)
+            with monitor:
+                stats = bench_torch(module, ctx.input_shape, bench.batch_sizes, device=str(ctx.plan.device),
+                                    autocast=ctx.plan.autocast_dtype, channels_last=ctx.plan.channels_last,
+                                    reporter=rep, **timing)
         s = summarize(unwrap(module), ctx.input_shape)
         out.update(params=s.params, size_bytes=s.size_bytes, macs=s.macs, runtime=f"torch {ctx.plan.label}")
         # Other runtimes side by side, so the user sees which wins on this machine.
@@ -353,13 +412,19 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
                 path = ctx.artifacts / f"bench-{label}.onnx"
                 export_onnx_for_bench(unwrap(module).cpu(), ctx.input_shape, path)
                 unwrap(module).to(ctx.plan.device)
-                rt = OrtRuntime(path, threads=bench.threads)
+                rt = OrtRuntime(path, threads=threads)
             try:
                 out["runtimes"][name] = [st.to_dict() for st in bench_runtime(rt, ctx.input_shape, bench.batch_sizes,
                                                                               **timing)]
             finally:
                 rt.close()
     out["train_samples_per_s"] = train_samples_per_s
+    out["threads"] = threads or torch.get_num_threads()
+    if monitor.load is not None:
+        out["contention"] = monitor.load.to_dict()
+        if monitor.load.contended:
+            rep.log(f"{label}: other processes used {monitor.load.others_cores:.2f} CPU cores while timing; "
+                    "these figures are slower than on a quiet machine", "warning")
     if stats:
         first, best = stats[0], max(stats, key=lambda st: st.throughput)
         out.update(latency_ms_p50=first.p50_ms, latency_ms_p95=first.p95_ms, latency_batch=first.batch_size,
@@ -374,6 +439,62 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
         f"throughput {out['throughput']:.0f} samples/s @ batch {out['throughput_batch']}" if stats else ""))
     rep.stage_finished(stage, out)
     return out
+
+
+def paired_speedup(ctx: RunContext) -> dict[str, Any] | None:
+    """Time the run's checkpoints (baseline → each step's result) in interleaved rounds; the ``speedup`` record.
+
+    None when there is nothing to compare (fewer than two checkpoints) or timing is switched off.
+    Logs the headline, its split by cause, and a warning with the reason when it is unreliable.
+    """
+    from workbench.engine.comparison import speedup_sentence
+    from workbench.engine.runtimes import OrtRuntime, TorchRuntime
+
+    bench = ctx.recipe.bench
+    if len(ctx.checkpoints) < 2 or not bench.enabled or not bench.paired:
+        return None
+    rep = ctx.reporter
+    stage = "paired timing"
+    rep.stage_started(stage)
+    # Auto threads are chosen again here: the load may have changed since the run started, and all
+    # contestants share whatever is chosen, so the ratio stays fair (the choice is recorded with it).
+    threads = choose_threads(bench.threads) if bench.threads == 0 else (
+        ctx.threads or choose_threads(bench.threads, probe_s=0.0))
+    contestants: list[Contestant] = []
+    memory_formats: list[nn.Module] = []
+    try:
+        for cp in ctx.checkpoints:
+            if cp.onnx_path is not None:
+                rt: Any = OrtRuntime(cp.onnx_path, threads=threads.threads)
+            else:
+                assert cp.module is not None
+                use_plan = cp.precision_plan
+                rt = TorchRuntime(cp.module, device=ctx.plan.device if use_plan else "cpu",
+                                  autocast_dtype=ctx.plan.autocast_dtype if use_plan else None,
+                                  channels_last=ctx.plan.channels_last and use_plan)
+                if rt.channels_last:
+                    memory_formats.append(cp.module)
+            contestants.append(Contestant(cp.step, cp.label, rt))
+        rep.log(f"paired timing: {' → '.join(c.label for c in contestants)} in {bench.rounds} interleaved "
+                f"rounds at batch {', '.join(map(str, bench.batch_sizes))}, {threads.threads} thread(s)")
+        from workbench.engine.bench import fixed_threads
+
+        with fixed_threads(threads.threads):
+            timing = time_paired(contestants, ctx.input_shape, bench.batch_sizes, threads=threads,
+                                 rounds=bench.rounds, iters=bench.iters, warmup=bench.warmup,
+                                 max_time_s=bench.max_time_s, cancel=ctx.cancel, reporter=rep,
+                                 seed=ctx.recipe.train.seed)
+    finally:
+        for c in contestants:
+            c.runtime.close()
+        for m in memory_formats:  # saved weights and later stages expect the default layout
+            m.to(memory_format=torch.contiguous_format)
+    result = timing.to_dict()
+    rep.log(f"speedup: {speedup_sentence(result)}")
+    if not timing.reliable:
+        rep.log(f"speedup measurement unreliable: {timing.reason}", "warning")
+    rep.stage_finished(stage, {"reliable": timing.reliable})
+    return result
 
 
 @torch.no_grad()

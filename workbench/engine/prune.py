@@ -635,6 +635,7 @@ def run_prune_stage(ctx: RunContext) -> dict[str, Any]:
                           f"accuracy {-acc_drop:+.2f} points")
     rep.log(f"prune: {record['note']}", "warning" if cfg.method == "unstructured" else "info")
     ctx.module = pruned
+    ctx.add_checkpoint("prune", f"torch eager {ctx.plan.label}, {cfg.ratio:.0%} {cfg.method} pruned", module=pruned)
     if results:
         ctx.train_result = results[-1]
     return record

@@ -822,6 +822,7 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
                                   eval_batches).to_dict()
         float_module.to(ctx.plan.device)
         notes = ["the INT8 PyTorch module lives in this run only; export stages write the float model"]
+        ctx.add_checkpoint("quantize", "torch eager dynamic INT8", module=qmodule, precision_plan=False)
     else:
         if ctx.module is not None:
             opset = recipe.export.opset if recipe.export else 18
@@ -863,6 +864,12 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
             q_rt.close()
         ctx.onnx_path = out.path
         ctx.store.add_artifact(ctx.run_id, "onnx", out.path, {"method": sec.method, "float": str(float_path)})
+        last = ctx.last_checkpoint
+        if last is not None and last.runtime_kind == "torch":
+            # The runtime switch is its own cause: time the float model on onnxruntime as a step of its own.
+            ctx.add_checkpoint("runtime switch", "onnxruntime fp32", onnx_path=float_path)
+        kind = "fp16" if sec.method == "fp16" else f"{sec.method} INT8"
+        ctx.add_checkpoint("quantize", f"onnxruntime {kind}", onnx_path=out.path)
         record.update(onnx_path=str(out.path), float_onnx_path=str(float_path), quantization=out.to_dict())
         notes = list(out.notes)
         if out.kept_float:

@@ -32,6 +32,13 @@ from typing import Any
 
 from workbench import __version__
 from workbench.engine.charts import Band, ScatterPoint, Series, bar_chart, line_chart, scatter_chart
+from workbench.engine.comparison import (
+    SEQUENTIAL_CAVEAT,
+    UNPAIRED_CAVEAT,
+    compare_measurements,
+    measured_cases,
+    split_sentence,
+)
 from workbench.engine.diagnose import Verdict, loader_verdict
 from workbench.engine.events import CancelToken, Reporter
 from workbench.engine.sweep import best_within_budget, pareto_front
@@ -103,30 +110,53 @@ def _metrics_of(d: Mapping[str, Any] | None) -> dict[str, Any]:
     d = d or {}
     out = {k: d.get(k) for k, *_ in METRICS}
     out["latency_batch"] = d.get("latency_batch")
+    out["latency_batch_p95"] = d.get("latency_batch")  # p95 exists only at the measurement's latency batch
     out["throughput_batch"] = d.get("throughput_batch")
     return out
 
 
-def headline(baseline: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str, Any]:
+def headline(baseline: Mapping[str, Any], final: Mapping[str, Any],
+             speedup: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Ratios between two measurements and the one-line sentence built from them.
 
-    ``speedup`` is baseline/final median latency (so 3.1 means 3.1x faster), ``size_ratio`` is
+    ``speedup`` is baseline/final median latency at the same batch size (so 3.1 means 3.1x faster):
+    the paired ratio when the run stored one (``speedup`` argument, see ``engine.paired``), else the
+    ratio of two separate measurements, which then carries the unpaired caveat. ``size_ratio`` is
     baseline/final size, ``accuracy_delta_points`` is final minus baseline in percentage points.
-    A figure missing on either side is left out of the sentence, never guessed.
+    A figure missing on either side, or measured at different batch sizes, is left out of the
+    sentence, never guessed.
     """
     out: dict[str, Any] = {}
     parts: list[str] = []
-    bl, fl = _num(baseline.get("latency_ms_p50")), _num(final.get("latency_ms_p50"))
-    if bl and fl:
-        r = bl / fl
+    cmp = compare_measurements(baseline, final)
+    if isinstance(speedup, Mapping) and speedup.get("paired"):
+        lat_table = speedup.get("latency") or {}
+        b = min(lat_table, key=int) if lat_table else None
+        if b is not None:
+            e = lat_table[b]
+            cmp["latency"] = {"batch": int(b), "ratio": e["ratio"], "ci95": list(e["ci95"]), "comparable": True}
+        out.update(paired=True, reliable=bool(speedup.get("reliable")), reason=speedup.get("reason") or "",
+                   split=split_sentence(speedup), steps=list(speedup.get("steps") or []))
+        out["caveat"] = "" if out["reliable"] else f"Unreliable measurement: {out['reason']}"
+    else:
+        out.update(paired=False, reliable=None, reason="", split="", steps=[])
+    lat = cmp["latency"]
+    if lat.get("comparable"):
+        r = lat["ratio"]
         out["speedup"] = r
-        parts.append(f"{r:.1f}x faster" if r >= 1 else f"{1 / r:.1f}x slower")
-        if baseline.get("latency_batch") != final.get("latency_batch"):
-            out["note"] = (f"latency measured at batch {baseline.get('latency_batch')} vs "
-                           f"{final.get('latency_batch')}")
-    ba, fa = _num(baseline.get("accuracy")), _num(final.get("accuracy"))
-    if ba is not None and fa is not None:
-        d = (fa - ba) * 100
+        out["latency_batch"] = lat["batch"]
+        text = f"{r:.1f}x faster" if r >= 1 else f"{1 / r:.1f}x slower"
+        if lat.get("ci95"):
+            lo, hi = lat["ci95"]
+            text += f" (95 % CI {lo:.1f}\u2013{hi:.1f}x, batch {lat['batch']})"
+            out["speedup_ci95"] = [lo, hi]
+        else:
+            text += f" (batch {lat['batch']})"
+        parts.append(text)
+    else:
+        out["note"] = lat.get("reason", "")
+    d = cmp["accuracy_delta_pts"]
+    if d is not None:
         out["accuracy_delta_points"] = d
         sign = "+" if d > 0 else ("\u2212" if d < 0 else "\u00b1")
         parts.append(f"{sign}{abs(d):.1f} points accuracy")
@@ -138,13 +168,16 @@ def headline(baseline: Mapping[str, Any], final: Mapping[str, Any]) -> dict[str,
             parts.append("same size")
         else:
             parts.append(f"{r:.1f}x smaller" if r > 1 else f"{1 / r:.1f}x larger")
-    bt, ft = _num(baseline.get("throughput")), _num(final.get("throughput"))
-    if bt and ft:
-        out["throughput_ratio"] = ft / bt
+    tput = cmp["throughput"]
+    if tput.get("comparable"):
+        out["throughput_ratio"] = tput["ratio"]
+        out["throughput_batch"] = tput["batch"]
     btr, ftr = _num(baseline.get("train_samples_per_s")), _num(final.get("train_samples_per_s"))
     if btr and ftr:
         out["train_speedup"] = ftr / btr
     out["text"] = ", ".join(parts) if parts else "no comparable measurements"
+    if not out["paired"] and "speedup" in out:
+        out["caveat"] = f"Not paired: {SEQUENTIAL_CAVEAT}."
     return out
 
 
@@ -153,6 +186,7 @@ def _headline_for(runs: Sequence[Any]) -> dict[str, Any] | None:
     if len(results) >= 2:
         a, b = results[0], results[-1]
         h = headline(a.final, b.final)
+        h["caveat"] = f"Unpaired: {UNPAIRED_CAVEAT}."
         h.update(mode="runs", baseline_run=a.id, final_run=b.id,
                  baseline_label=f"run {a.id} ({a.name})", final_label=f"run {b.id} ({b.name})",
                  baseline=_metrics_of(a.final), final=_metrics_of(b.final))
@@ -161,7 +195,7 @@ def _headline_for(runs: Sequence[Any]) -> dict[str, Any] | None:
         r = results[0]
         base = r.summary.get("baseline")
         if base and (r.summary.get("stages") or base != r.final):
-            h = headline(base, r.final)
+            h = headline(base, r.final, r.summary.get("speedup"))
             h.update(mode="stages", baseline_run=r.id, final_run=r.id, baseline_label=f"run {r.id} before optimization",
                      final_label=f"run {r.id} after {', '.join(s.get('name', '?') for s in r.summary['stages'])}"
                      if r.summary.get("stages") else f"run {r.id} final", baseline=_metrics_of(base),
@@ -193,7 +227,34 @@ def _comparison(runs: Sequence[Any]) -> list[dict[str, Any]]:
                          **_metrics_of(base)})
         techs = ", ".join(r.techniques) or "plain"
         rows.append({"run_id": r.id, "which": "final", "label": f"#{r.id} {r.name}: {techs}", **_metrics_of(r.final)})
+    _align_batches(rows, [_measurement_of(runs, row) for row in rows])
     return rows
+
+
+def _measurement_of(runs: Sequence[Any], row: Mapping[str, Any]) -> Mapping[str, Any]:
+    run = next(r for r in runs if r.id == row["run_id"])
+    return (run.summary.get("baseline") if row["which"] == "baseline" else run.final) or {}
+
+
+def _align_batches(rows: list[dict[str, Any]], measurements: Sequence[Mapping[str, Any]]) -> None:
+    """Put every column's latency and throughput at batch sizes all columns measured (like with like).
+
+    Latency at the smallest shared batch, throughput at the largest; with no shared batch the
+    cells stay empty and the row says why, instead of setting 116 samples/s at batch 64 beside
+    4034 at batch 1.
+    """
+    cases = [measured_cases(m) for m in measurements]
+    shared = sorted(set.intersection(*(set(c) for c in cases))) if cases else []
+    for row, c in zip(rows, cases, strict=True):
+        if shared:
+            lb, tb = shared[0], shared[-1]
+            row.update(latency_ms_p50=c[lb]["p50_ms"], latency_batch=lb, throughput=c[tb]["throughput"],
+                       throughput_batch=tb)
+            if row.get("latency_batch_p95") not in (None, lb):
+                row["latency_ms_p95"] = None
+        else:
+            row.update(latency_ms_p50=None, latency_ms_p95=None, throughput=None,
+                       not_comparable="these models were timed at different batch sizes")
 
 
 def _pareto(runs: Sequence[Any]) -> dict[str, Any]:
@@ -511,8 +572,12 @@ def _section_summary(data: dict[str, Any]) -> str:
         return ""
     out = ['<section id="comparison"><h2>Before and after</h2>',
            '<p class="explain">Each column is one measured model. Latency is the time to answer one request '
-           '(batch shown in brackets); throughput is how many samples per second it handles at its best batch '
-           'size. Green means better than the first column.</p>']
+           '(batch shown in brackets); throughput is how many samples per second it handles at the largest batch '
+           'size every column was timed at. Only figures at the same batch size sit side by side. Green means '
+           'better than the first column.</p>']
+    if any(r.get("not_comparable") for r in rows):
+        out.append('<p class="why">Latency and throughput are not comparable here: these models were timed at '
+                   'different batch sizes.</p>')
     headers = ["Measure"] + [r["label"] for r in rows]
     first = rows[0]
     body = []
@@ -520,8 +585,10 @@ def _section_summary(data: dict[str, Any]) -> str:
         cells = [escape(label)]
         for j, r in enumerate(rows):
             cell = _fmt(r.get(key), kind)
-            if key.startswith("latency") and r.get("latency_batch"):
+            if key.startswith("latency") and r.get("latency_batch") and r.get(key) is not None:
                 cell += f' <span class="sub">(batch {r["latency_batch"]})</span>'
+            if key == "throughput" and r.get("throughput_batch") and r.get(key) is not None:
+                cell += f' <span class="sub">(batch {r["throughput_batch"]})</span>'
             if j > 0:
                 ch = _change(key, kind, better, first.get(key), r.get(key))
                 cell += f"<br>{ch}" if ch else ""
@@ -766,6 +833,8 @@ def render_html(data: dict[str, Any]) -> str:
         f"<title>Workbench report: {escape(names)}</title><style>{_CSS}</style></head><body><main>",
         f'<header><h1>Acceleration report</h1><p class="sub">{escape(names)}</p>',
         f'<p class="headline" id="headline">{escape(h.get("text", "no measurements"))}</p>',
+        f'<p class="why" id="caveat">{escape(h["caveat"])}</p>' if h.get("caveat") else "",
+        f'<p class="sub" id="split">By cause (paired): {escape(h["split"])}</p>' if h.get("split") else "",
         f'<p class="sub">{sub}</p></header>',
         _section_summary(data),
         _section_pareto(data),

@@ -66,6 +66,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from workbench.engine.comparison import (
+    SEQUENTIAL_CAVEAT,
+    UNPAIRED_CAVEAT,
+    compare_measurements,
+    compare_run_to_baseline,
+    speedup_sentence,
+)
 from workbench.engine.fileio import atomic_write_bytes, atomic_write_text
 from workbench.engine.store import RunRecord, RunStore
 from workbench.gui.jobs import Job, JobManager
@@ -290,15 +297,54 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den not in (None, 0.0) else None
 
 
-def speedup_row(run: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
-    """Ratios against the baseline: >1 means faster for both speedups; size ratio <1 means smaller."""
-    acc, base_acc = _value(run, "accuracy"), _value(base, "accuracy")
+def speedup_row(run: dict[str, Any], base: dict[str, Any],
+                comparison: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ratios against the baseline, like with like (``engine.comparison``): >1 means faster for both
+    speedups; size ratio <1 means smaller. A ratio that cannot be formed honestly (different batch
+    sizes or thread counts) is None, and ``*_note`` says why. ``comparison`` passes a paired result."""
+    cmp = comparison or compare_measurements(base, run)
+    lat, tput = cmp["latency"], cmp["throughput"]
     return {
-        "latency_speedup": _ratio(_value(base, "latency_ms_p50"), _value(run, "latency_ms_p50")),
-        "throughput_speedup": _ratio(_value(run, "throughput"), _value(base, "throughput")),
-        "accuracy_delta_pts": None if acc is None or base_acc is None else (acc - base_acc) * 100.0,
-        "size_ratio": _ratio(_value(run, "size_bytes"), _value(base, "size_bytes")),
+        "latency_speedup": lat.get("ratio") if lat.get("comparable") else None,
+        "latency_batch": lat.get("batch"),
+        "latency_ci95": lat.get("ci95"),
+        "latency_note": "" if lat.get("comparable") else lat.get("reason", ""),
+        "throughput_speedup": tput.get("ratio") if tput.get("comparable") else None,
+        "throughput_batch": tput.get("batch"),
+        "throughput_note": "" if tput.get("comparable") else tput.get("reason", ""),
+        "accuracy_delta_pts": cmp["accuracy_delta_pts"],
+        "size_ratio": cmp["size_ratio"],
     }
+
+
+def proof_banner(mode: str, runs: Sequence[RunRecord]) -> dict[str, Any]:
+    """How the compared figures were measured, in words: paired or not, reliable or not, split by cause.
+
+    ``kind`` is "paired", "sequential" (one run's baseline and final, not interleaved) or "unpaired";
+    ``warn`` is True when the reader should distrust the ratios (amber banner).
+    """
+    if mode == "baseline_vs_final" and runs:
+        cmp = compare_run_to_baseline(runs[0].summary) or {}
+        sp = runs[0].summary.get("speedup") or {}
+        if cmp.get("paired"):
+            text = (f"Measured together: baseline and optimized model timed in {sp.get('rounds')} interleaved "
+                    f"rounds in one process. Speedup {speedup_sentence({**sp, 'reliable': True})}.")
+            if not cmp.get("reliable"):
+                text = f"⚠ Unreliable: {cmp.get('reason')}.\n" + text
+            return {"kind": "paired", "reliable": bool(cmp.get("reliable")), "warn": not cmp.get("reliable"),
+                    "text": text, "steps": cmp.get("steps") or []}
+        return {"kind": "sequential", "reliable": None, "warn": True, "steps": [],
+                "text": f"Not paired: {SEQUENTIAL_CAVEAT}."}
+    if mode == "runs":
+        contended = [r.id for r in runs if any(((m or {}).get("contention") or {}).get("contended")
+                                               for m in (r.final, r.baseline))]
+        text = f"Unpaired: {UNPAIRED_CAVEAT}."
+        if contended:
+            text += f" Other processes competed for the CPU while run(s) {', '.join(f'#{i}' for i in contended)} " \
+                    "were timed."
+        return {"kind": "unpaired", "reliable": False if contended else None, "warn": True, "steps": [],
+                "text": text}
+    return {"kind": "none", "reliable": None, "warn": False, "steps": [], "text": ""}
 
 
 def default_baseline(runs: Sequence[RunRecord]) -> RunRecord:
@@ -616,6 +662,18 @@ def _fmt_ratio(v: float | None, suffix: str = "×") -> str:
     return "n/a" if v is None else f"{v:.2f}{suffix}"
 
 
+def _ratio_text(row: dict[str, Any], key: str) -> str:
+    """"5.86× @ 1 (CI 5.45–6.10×)", or "not comparable" when batch sizes or threads differ."""
+    ratio = row.get(f"{key}_speedup")
+    if ratio is None:
+        return "not comparable" if row.get(f"{key}_note") else "—"
+    text = f"{_fmt_ratio(ratio)} @ {row.get(f'{key}_batch')}"
+    ci = row.get(f"{key}_ci95")
+    if ci:
+        text += f" (CI {ci[0]:.2f}–{ci[1]:.2f}×)"
+    return text
+
+
 def _fmt_delta(v: float | None) -> str:
     return "n/a" if v is None else f"{v:+.2f} pts"
 
@@ -664,8 +722,10 @@ def _cell(text: str, numeric: bool = True, centred: bool = False) -> QTableWidge
 
 SPEEDUP_COLUMNS = (
     ("Run", "Compared run; the baseline row reads 1.00×."),
-    ("Latency speedup", "Baseline p50 latency ÷ this run's p50 latency. Above 1× means faster."),
-    ("Throughput speedup", "This run's throughput ÷ baseline throughput. Above 1× means faster."),
+    ("Latency speedup", "Baseline p50 latency ÷ this run's p50 latency at the same batch size (shown after @). "
+     "Above 1× means faster. With one run selected, the paired ratio with its 95 % CI."),
+    ("Throughput speedup", "This run's throughput ÷ baseline throughput at the same batch size and thread count. "
+     "Above 1× means faster; \"not comparable\" when the runs share no such case."),
     ("Accuracy Δ", "This run's accuracy minus the baseline's, in percentage points."),
     ("Size ratio", "This run's size ÷ baseline size. Below 1× means smaller."),
 )
@@ -880,6 +940,16 @@ class RunsView(QWidget):
             button.setToolTip("Scroll the chart tabs")
         layout.addWidget(self.compare_tabs, 3)
 
+        self.proof_label = QLabel(page)
+        self.proof_label.setObjectName("proofBanner")
+        self.proof_label.setWordWrap(True)
+        self.proof_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.proof_label.setToolTip(
+            "How these ratios were measured. Paired: the baseline and the optimized model were timed in "
+            "interleaved rounds in one process, so a busy machine slows both alike; the speedup is the median "
+            "per-round ratio with its 95 % confidence interval. Unpaired: figures from runs timed at different "
+            "times, which machine load can skew.")
+        layout.addWidget(self.proof_label)
         self.speedup_table = _small_table(SPEEDUP_COLUMNS, "speedupTable",
                                           "Each run against the chosen baseline, measured side by side.")
         header = self.speedup_table.horizontalHeader()
@@ -1000,6 +1070,7 @@ class RunsView(QWidget):
             values = [_scaled(e.metrics, chart) for e in entries]
             self.charts[chart.key].set_data(labels, values, base_index)
         self._fill_speedup_table()
+        self._fill_proof_banner(runs)
         self._fill_stages_table(runs[0] if self._mode == "baseline_vs_final" else None)
         self.pareto.set_points(*pareto_points(runs, self._mode))
 
@@ -1037,9 +1108,12 @@ class RunsView(QWidget):
         self.speedup_table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             label = row["label"] + ("  (baseline)" if row["is_baseline"] and self._mode == "runs" else "")
-            texts = [_fmt_ratio(row["latency_speedup"]), _fmt_ratio(row["throughput_speedup"]),
+            texts = [_ratio_text(row, "latency"), _ratio_text(row, "throughput"),
                      _fmt_delta(row["accuracy_delta_pts"]), _fmt_ratio(row["size_ratio"])]
             cells = [_cell(label, numeric=False), *(_cell(t, centred=True) for t in texts)]
+            for cell, key in ((cells[1], "latency_note"), (cells[2], "throughput_note")):
+                if row.get(key):
+                    cell.setToolTip(row[key])
             for j, cell in enumerate(cells):
                 if row["is_baseline"]:
                     font = cell.font()
@@ -1047,6 +1121,19 @@ class RunsView(QWidget):
                     cell.setFont(font)
                 self.speedup_table.setItem(i, j, cell)
         _fit_rows(self.speedup_table)
+
+    def _fill_proof_banner(self, runs: list[RunRecord]) -> None:
+        banner = proof_banner(self._mode, runs)
+        self._banner = banner
+        self.proof_label.setText(banner["text"])
+        self.proof_label.setVisible(bool(banner["text"]))
+        style = ("background:#fff4d6;border:1px solid #e0a800;color:#5c4400;padding:4px" if banner["warn"]
+                 else "background:#e8f4ea;border:1px solid #7fb88a;color:#1e4d28;padding:4px")
+        self.proof_label.setStyleSheet(style)
+
+    def proof_banner_values(self) -> dict[str, Any]:
+        """What the banner above the speedup table says (kind, reliable, warn, text, steps)."""
+        return dict(getattr(self, "_banner", proof_banner("none", [])))
 
     def _fill_stages_table(self, run: RunRecord | None) -> None:
         stages = [s for s in (run.summary.get("stages") or []) if isinstance(s, dict)] if run else []
@@ -1080,8 +1167,17 @@ class RunsView(QWidget):
         base = next((e for e in self._entries if e.is_baseline), None)
         if base is None:
             return []
-        return [{"label": e.label, "run_id": e.run_id, "is_baseline": e.is_baseline,
-                 **speedup_row(e.metrics, base.metrics)} for e in self._entries]
+        paired = None
+        if self._mode == "baseline_vs_final":
+            run = self.model.runs()[self.model.row_of(base.run_id)] if self.model.row_of(base.run_id) is not None \
+                else None
+            paired = compare_run_to_baseline(run.summary) if run is not None else None
+        rows = []
+        for e in self._entries:
+            cmp = paired if paired is not None and not e.is_baseline else None
+            rows.append({"label": e.label, "run_id": e.run_id, "is_baseline": e.is_baseline,
+                         **speedup_row(e.metrics, base.metrics, cmp)})
+        return rows
 
     # -- actions -----------------------------------------------------------------------------------
     def _show_context_menu(self, pos: QPoint) -> None:

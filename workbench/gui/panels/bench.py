@@ -37,7 +37,15 @@ class BenchPanel(RecipePanel):
                         "iteration count, so a slow model cannot stall the run.", decimals=1, step=1.0,
                         suffix=" s")
         self.add_spin("threads", "Threads", "Intra-op threads for torch and ONNX Runtime. Fixing it makes "
-                      "results comparable across runs; 0 uses every core.", special="0 (all cores)")
+                      "results comparable across runs. 0 = auto: one thread per core that other programs leave "
+                      "free (a busy core makes threads wait for each other); the run records what it used.",
+                      special="0 (auto)")
+        self.add_check("paired", "Paired before/after timing", "After optimization stages, time the baseline "
+                       "and each stage's result in interleaved rounds (A B A B …) in one process. The speedup is "
+                       "the median per-round ratio with a 95 % confidence interval, split by cause (runtime "
+                       "switch vs technique), and flagged when other programs competed for the CPU.")
+        self.add_spin("rounds", "Paired rounds", "Interleaved rounds of the paired timing (at least 5). More "
+                      "rounds give a tighter confidence interval but take longer.")
         self.add_double("telemetry_hz", "Telemetry rate", "How often CPU/RAM/GPU use is sampled for the "
                         "dashboard. Higher is finer-grained but records more points.", decimals=1, step=1.0,
                         suffix=" Hz")
