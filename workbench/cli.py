@@ -293,7 +293,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             lo, hi = st["ci95_median_ms"]
             table.add_row(runtime, str(st["batch_size"]), f"{st['p50_ms']:.3f}", f"{st['p95_ms']:.3f}",
                           f"{st['p99_ms']:.3f}", f"{lo:.3f}–{hi:.3f}", f"{st['throughput']:,.0f}")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"threads: {result['threads']['reason']}", markup=False, highlight=False)
+    if result["contention"]["contended"]:
+        console.print(f"[yellow]unreliable: other processes used {result['contention']['others_cores']:.2f} CPU "
+                      "cores while timing; re-run on a quiet machine[/yellow]")
     return 0
 
 

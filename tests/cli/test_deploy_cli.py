@@ -48,6 +48,8 @@ def test_unknown_model_is_benchmarked_and_quantized(mystery_onnx: Path, tmp_path
     assert main(["bench", str(mystery_onnx), "--batch-sizes", "1,4", "--iters", "5", "--json"]) == 0
     res = _json(capsys)
     assert res["input_shape"] == [12] and [s["batch_size"] for s in res["runtimes"]["onnxruntime"]] == [1, 4]
+    assert 1 <= res["threads"]["threads"] <= res["threads"]["cores"]  # auto: never more threads than cores
+    assert isinstance(res["contention"]["contended"], bool) and res["contention"]["wall_s"] > 0
     out = tmp_path / "q.onnx"
     assert main(["quantize", str(mystery_onnx), "--method", "dynamic", "--out", str(out), "--json"]) == 0
     rep = _json(capsys)

@@ -71,6 +71,10 @@ def test_sync_wraps_each_timed_call_and_gc_restored() -> None:
     assert order[:2] == ["f", "s"]
     assert order[2:] == ["s", "f", "s"] * s.iters
     assert gc.isenabled()
+    # The collector is never switched off while timing (gc.disable() is process-wide: other threads too).
+    seen: list[bool] = []
+    time_callable(lambda: seen.append(gc.isenabled()), warmup=1, iters=5)
+    assert seen and all(seen)
 
 
 def test_cancel_stops_timing() -> None:

@@ -165,6 +165,14 @@ def test_sweep_over_four_batch_sizes_is_one_stored_run_with_every_point() -> Non
         assert any(s["what"] == "fp16" and "CUDA" in s["reason"] for s in sw["skipped"])
     assert sw["budget"]["best"] in sw["inference"]
     assert len(sw["loader"]["points"]) == 1 and sw["loader"]["points"][0]["is_default"]
+    # Precisions are also timed together, in interleaved rounds, against the first one (fp32).
+    ip = sw["inference_paired"]
+    assert ip["paired"] is True and ip["reference"] == "fp32" and isinstance(ip["reliable"], bool)
+    assert set(ip["against_reference"]["bf16"]) == {"2", "4", "8", "16"}
+    e = ip["against_reference"]["bf16"]["2"]
+    assert e["ci95"][0] <= e["ratio"] <= e["ci95"][1]
+    # Loader configurations are sequential and say so.
+    assert sw["loader"]["measurement"]["paired"] is False and "not interleaved" in sw["loader"]["measurement"]["caveat"]
     series = store.metrics(out.run_id)
     inf = [row for row in series["p95_ms"] if row[1] == "sweep:inference:fp32"]
     assert sorted(row[2] for row in inf) == [2, 4, 8, 16]  # one metric row per point, keyed by batch size

@@ -123,6 +123,7 @@ def handler(args: argparse.Namespace) -> int:
 def print_sweep(run_id: int, sw: dict[str, Any]) -> None:
     """Human-readable tables of a sweep (stdout)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -139,6 +140,15 @@ def print_sweep(run_id: int, sw: dict[str, Any]) -> None:
         console.print(t)
     if sw.get("budget"):
         console.print(sw["budget"]["message"])
+    ip = sw.get("inference_paired")
+    if ip:
+        for prec, by_batch in ip["against_reference"].items():
+            text = ", ".join(f"batch {b}: {e['ratio']:.2f}x (95 % CI {e['ci95'][0]:.2f}–{e['ci95'][1]:.2f}x)"
+                             for b, e in by_batch.items())
+            console.print(f"{prec} against {ip['reference']}, paired ({ip['rounds']} interleaved rounds): {text}",
+                          markup=False, highlight=False)
+        if not ip["reliable"]:
+            console.print(f"[yellow]unreliable: {escape(ip['reason'])}[/yellow]")
     ld = sw.get("loader") or {}
     if ld.get("points"):
         t = Table(title=f"DataLoader settings (batch {ld['batch_size']})")
@@ -151,6 +161,9 @@ def print_sweep(run_id: int, sw: dict[str, Any]) -> None:
         console.print(t)
         if ld.get("speedup"):
             console.print(f"best: {ld['best']['label']}, {ld['speedup']:.2f}x the default's training samples/s")
+            m = ld.get("measurement") or {}
+            if m.get("caveat"):
+                console.print(f"[yellow]{escape(m['caveat'])}[/yellow]")
         dflt = ld.get("default") or {}
         v = dflt.get("verdict") or {}
         if v:

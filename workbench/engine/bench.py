@@ -2,14 +2,12 @@
 
 A speedup is only meaningful as the ratio of two runs measured the same way, side by side. Every
 number here comes from ``time_callable``: warm-up calls are excluded, the device is synchronised
-around each timed call (so asynchronous CUDA work is counted), the garbage collector is paused
-while timing (a collection in the middle of a call is noise, not model cost), and the result
+around each timed call (so asynchronous CUDA work is counted), and the result
 carries percentiles plus a confidence interval of the median so two runs can be compared fairly.
 """
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -136,32 +134,28 @@ def time_callable(
     max_ns = int(max_time_s * 1e9)
     samples_ns: list[int] = []
     perf = time.perf_counter_ns
-    gc_was_enabled = gc.isenabled()
-    # No gc.collect() here: this runs on GUI job threads, and a full collection there can free Qt
-    # objects owned by the GUI thread (a PySide deadlock). Disabling GC keeps pauses out of the timing.
-    gc.disable()
-    try:
-        start = perf()
-        while True:
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            if sync is not None:
-                sync()
-            t0 = perf()
-            fn()
-            if sync is not None:
-                sync()
-            t1 = perf()
-            samples_ns.append(t1 - t0)
-            n = len(samples_ns)
-            elapsed = t1 - start
-            if n >= iters and elapsed >= min_ns:
-                break
-            if elapsed >= max_ns and n >= 3:
-                break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    # The garbage collector stays as it is: gc.disable() is process-wide (it would switch collection off
+    # for the GUI and every other job, and nests badly across threads), and gc.collect() on a job thread
+    # can free Qt objects owned by the GUI thread. A collection during a call is rare; the median and the
+    # percentiles show it for what it is.
+    start = perf()
+    while True:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        if sync is not None:
+            sync()
+        t0 = perf()
+        fn()
+        if sync is not None:
+            sync()
+        t1 = perf()
+        samples_ns.append(t1 - t0)
+        n = len(samples_ns)
+        elapsed = t1 - start
+        if n >= iters and elapsed >= min_ns:
+            break
+        if elapsed >= max_ns and n >= 3:
+            break
     return latency_stats([s / 1e6 for s in samples_ns], batch_size)
 
 

@@ -214,7 +214,13 @@ def bench_model_file(path: str | Path, batch_sizes: Sequence[int], *, runtimes: 
                               "batch_sizes": sizes, "runtimes": {}, "providers": {}, "notes": list(mf.notes)}
     if dataset is not None:
         result["accuracy"] = {}
-    with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
+    from workbench.engine.paired import ContentionMonitor, choose_threads
+
+    choice = choose_threads(threads)  # auto (0): never more threads than free cores
+    threads = choice.threads
+    result["threads"] = choice.to_dict()
+    monitor = ContentionMonitor()
+    with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp, monitor:
         for name in names:
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -237,6 +243,11 @@ def bench_model_file(path: str | Path, batch_sizes: Sequence[int], *, runtimes: 
                     result["accuracy"][name] = evaluate_file(rt, dataset, cancel=cancel)
             finally:
                 rt.close()
+    assert monitor.load is not None
+    result["contention"] = monitor.load.to_dict()
+    if monitor.load.contended:
+        result["notes"].append(f"other processes used {monitor.load.others_cores:.2f} CPU cores while timing: "
+                               "these figures are slower and noisier than on a quiet machine")
     return result
 
 

@@ -243,6 +243,11 @@ class PairedTiming:
         med, lo, hi = median_ci95(self.ratios(batch, a, b))
         return {"ratio": med, "ci95": [lo, hi]}
 
+    def against_first(self) -> dict[str, dict[str, Any]]:
+        """Per contestant after the first, per batch size: its paired ratio against the first (> 1: faster)."""
+        return {self.contestants[i][0]: {str(bt.batch): self._ratio_entry(bt, 0, i) for bt in self.batches}
+                for i in range(1, len(self.contestants))}
+
     @property
     def reliable(self) -> bool:
         return not self.problems

@@ -41,6 +41,7 @@ from torch import nn
 from workbench.engine.bench import bench_torch, cuda_sync_for, fixed_threads, time_callable
 from workbench.engine.diagnose import loader_verdict
 from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_warnings
+from workbench.engine.paired import ContentionMonitor
 from workbench.engine.pipeline import RunOutcome, environment, record_unfinished_run
 from workbench.engine.precision import (
     PrecisionPlan,
@@ -423,7 +424,52 @@ def batch_sweep(
                              f"{point.throughput:,.0f} samples/s")
             reporter.progress(done, total, "")
             reporter.stage_finished(stage, {"points": len(sizes)})
+    if spec.inference and len(plans) >= 2 and sizes:
+        out["inference_paired"] = _paired_precisions(base, plans, shape, sizes, recipe, threads, iters, warmup,
+                                                     max_time, reporter, cancel)
     return out
+
+
+def _paired_precisions(base: nn.Module, plans: Sequence[tuple[str, PrecisionPlan]], shape: tuple[int, ...],
+                       sizes: Sequence[int], recipe: Recipe, threads: int, iters: int, warmup: int,
+                       max_time_s: float, reporter: Reporter, cancel: CancelToken) -> dict[str, Any]:
+    """The precisions' inference speed against the first one, timed together in interleaved rounds.
+
+    The per-point figures above are timed one precision after the other; these ratios are the ones to
+    quote, since a change in machine load hits both sides of each ratio alike.
+    """
+    from workbench.engine.paired import Contestant, choose_threads, time_paired
+    from workbench.engine.runtimes import TorchRuntime
+
+    stage = "sweep:inference:paired"
+    reporter.stage_started(stage)
+    choice = choose_threads(threads)
+    contestants = []
+    for prec, plan in plans:
+        m = prepare_module(copy.deepcopy(base), plan)
+        contestants.append(Contestant(prec, f"torch eager {plan.label}",
+                                      TorchRuntime(m, device=plan.device, autocast_dtype=plan.autocast_dtype,
+                                                   channels_last=plan.channels_last)))
+    try:
+        with fixed_threads(choice.threads):
+            timing = time_paired(contestants, shape, sizes, threads=choice, rounds=recipe.bench.rounds,
+                                 iters=iters, warmup=warmup, max_time_s=max_time_s, cancel=cancel,
+                                 reporter=reporter)
+    finally:
+        for c in contestants:
+            c.runtime.close()
+    d = timing.to_dict()
+    result = {"paired": True, "reference": plans[0][0], "reliable": timing.reliable, "reason": timing.reason,
+              "rounds": timing.rounds, "threads": d["threads"], "contention": d["contention"],
+              "against_reference": timing.against_first()}
+    for prec, by_batch in result["against_reference"].items():
+        text = ", ".join(f"batch {b} {e['ratio']:.2f}x (CI {e['ci95'][0]:.2f}–{e['ci95'][1]:.2f})"
+                         for b, e in by_batch.items())
+        reporter.log(f"sweep: {prec} against {plans[0][0]}, paired: {text}")
+    if not timing.reliable:
+        reporter.log(f"sweep: paired precision timing unreliable: {timing.reason}", "warning")
+    reporter.stage_finished(stage, {"reliable": timing.reliable})
+    return result
 
 
 def _time_train_step(base: nn.Module, prec: str, plan: PrecisionPlan, recipe: Recipe, shape: tuple[int, ...], num_classes: int,
@@ -637,6 +683,10 @@ def _budget_summary(inference: list[dict[str, Any]], spec: SweepSpec) -> dict[st
                         + (f"{min(p[spec.latency_key] for p in inference):.3f} ms" if inference else "unmeasured"))}
 
 
+LOADER_CAVEAT = ("loader configurations are timed one after the other in this process (not interleaved): a "
+                 "change in machine load between them changes the ratio")
+
+
 def run_sweep(
     recipe: Recipe,
     spec: SweepSpec,
@@ -687,8 +737,17 @@ def run_sweep(
                     rep.log(f"sweep: {sweep['budget']['message']}")
                 store.update_summary(run_id, summary)
             if spec.workers is not None:
-                sweep["loader"] = loader_sweep(recipe, spec, module=module, reporter=rep, cancel=cancel)
+                with ContentionMonitor() as loader_load:
+                    sweep["loader"] = loader_sweep(recipe, spec, module=module, reporter=rep, cancel=cancel)
                 ld = sweep["loader"]
+                assert loader_load.load is not None
+                # Loader configurations cannot share one process's interleaved rounds (each owns worker
+                # processes), so their ratio is sequential: say so, and say if others competed meanwhile.
+                ld["measurement"] = {"paired": False, "caveat": LOADER_CAVEAT,
+                                     "contention": loader_load.load.to_dict()}
+                if loader_load.load.contended:
+                    rep.log(f"sweep: other processes used {loader_load.load.others_cores:.2f} CPU cores during the "
+                            "loader sweep; its ratios are unreliable", "warning")
                 if ld.get("speedup"):
                     rep.log(f"sweep: best loader configuration {ld['best']['label']}: "
                             f"{ld['best']['train_samples_per_s']:,.0f} training samples/s, {ld['speedup']:.2f}x the "
