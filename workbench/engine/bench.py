@@ -30,6 +30,7 @@ __all__ = [
     "latency_stats",
     "stats_metrics",
     "time_callable",
+    "time_one_call_ns",
     "timing_kwargs",
 ]
 
@@ -142,14 +143,8 @@ def time_callable(
     while True:
         if cancel is not None:
             cancel.raise_if_cancelled()
-        if sync is not None:
-            sync()
-        t0 = perf()
-        fn()
-        if sync is not None:
-            sync()
+        samples_ns.append(time_one_call_ns(fn, sync))
         t1 = perf()
-        samples_ns.append(t1 - t0)
         n = len(samples_ns)
         elapsed = t1 - start
         if n >= iters and elapsed >= min_ns:
@@ -157,6 +152,17 @@ def time_callable(
         if elapsed >= max_ns and n >= 3:
             break
     return latency_stats([s / 1e6 for s in samples_ns], batch_size)
+
+
+def time_one_call_ns(fn: Callable[[], Any], sync: Callable[[], None] | None = None) -> int:
+    """Wall time of one call in ns, with the device synchronised before and after (async CUDA work counts)."""
+    if sync is not None:
+        sync()
+    t0 = time.perf_counter_ns()
+    fn()
+    if sync is not None:
+        sync()
+    return time.perf_counter_ns() - t0
 
 
 def timing_kwargs(bench: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from workbench.engine.bench import time_one_call_ns
 from workbench.engine.events import CancelToken, Reporter
 
 __all__ = [
@@ -315,17 +316,7 @@ def _block_median_ms(fn: Callable[[], Any], sync: Callable[[], None] | None, cal
     if settle_s > 0:
         time.sleep(settle_s)
         fn()
-    perf = time.perf_counter_ns
-    samples = []
-    for _ in range(calls):
-        if sync is not None:
-            sync()
-        t0 = perf()
-        fn()
-        if sync is not None:
-            sync()
-        samples.append((perf() - t0) / 1e6)
-    return float(np.median(samples))
+    return float(np.median([time_one_call_ns(fn, sync) / 1e6 for _ in range(calls)]))
 
 
 def time_paired(
