@@ -112,12 +112,9 @@ def _fast_low_precision(device: str) -> bool:
 
     if device != "cpu" and torch.cuda.is_available():
         return True
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from workbench.engine.hardware import native_bf16_cpu
+
+    return native_bf16_cpu()
 
 
 def _compute_suggestions(recipe: Recipe) -> list[str]:

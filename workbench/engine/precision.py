@@ -85,12 +85,9 @@ def make_scaler(plan: PrecisionPlan) -> torch.amp.GradScaler:
 
 def bf16_supported_on_cpu() -> bool:
     """True when this CPU has native bf16 math (AVX-512 BF16 or AMX); otherwise bf16 is emulated and slow."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from workbench.engine.hardware import native_bf16_cpu
+
+    return native_bf16_cpu()
 
 
 @contextlib.contextmanager

@@ -61,7 +61,6 @@ __all__ = [
     "calibration_batches",
     "checked_onnx",
     "convert_fp16",
-    "cpu_flags",
     "cpu_has_vnni",
     "int8_speed_note",
     "layer_sensitivity",
@@ -92,28 +91,15 @@ _CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # ------------------------------------------------------------------------------------------ cpu
 
 
-def cpu_flags() -> set[str]:
-    """CPU feature flags from /proc/cpuinfo (empty set where that file does not exist)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags") and ":" in line:
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def cpu_has_vnni() -> bool | None:
     """True when the CPU has an INT8 dot-product instruction (AVX512-VNNI, AVX-VNNI or AMX-INT8).
 
     Without one, x86 INT8 GEMMs emulate the dot product with three instructions and are often no
-    faster than fp32. ``None`` when unknown (no /proc/cpuinfo, e.g. macOS/Windows).
+    faster than fp32. ``None`` when unknown (see ``engine.hardware``).
     """
-    flags = cpu_flags()
-    if not flags:
-        return None
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "avx512vnni"})
+    from workbench.engine.hardware import cpu_capabilities
+
+    return cpu_capabilities().int8_dot_product
 
 
 def int8_speed_note(before: dict[str, Any], after: dict[str, Any], method: str) -> str:

@@ -41,6 +41,7 @@ from torch import nn
 from workbench.engine.bench import bench_torch, cuda_sync_for, fixed_threads, time_callable
 from workbench.engine.diagnose import loader_verdict
 from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_warnings
+from workbench.engine.hardware import native_bf16_cpu
 from workbench.engine.paired import ContentionMonitor
 from workbench.engine.pipeline import RunOutcome, environment, record_unfinished_run
 from workbench.engine.precision import (
@@ -262,19 +263,9 @@ def precision_plan(recipe: Recipe, precision: str) -> tuple[PrecisionPlan | None
     except WorkbenchError as exc:
         return None, str(exc)
     note = ""
-    if precision == "bf16" and plan.device.type == "cpu" and not _native_bf16_cpu():
+    if precision == "bf16" and plan.device.type == "cpu" and not native_bf16_cpu():
         note = "bf16 on this CPU is emulated (no AVX-512 BF16/AMX): expect it slower than fp32"
     return plan, note
-
-
-def _native_bf16_cpu() -> bool:
-    """AVX-512 BF16 or AMX present (read with a context manager: no ResourceWarning in run logs)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class _NoMetrics(Reporter):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import threading
 import time
 from collections.abc import Callable
@@ -44,14 +43,9 @@ def _nvml_error(nvml: Any) -> type[BaseException]:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    from workbench.engine.hardware import cpu_model
+
+    return cpu_model()
 
 
 def device_description(nvml_module: Any = _AUTO) -> str:

@@ -3,7 +3,7 @@
 INT8 is not automatically faster: without a VNNI dot-product instruction x86 emulates INT8 GEMMs,
 small batch-1 models are memory/overhead bound, and onnxruntime's QOperator Conv path is slow on
 x86. The stage always measures the float and the quantized model side by side; this panel says so
-up front and shows whether *this* CPU has VNNI (read from /proc/cpuinfo by the engine).
+up front and shows whether *this* CPU has VNNI (from the engine's one hardware probe).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def vnni_text(vnni: bool | None) -> tuple[str, str]:
         return ("<b>This CPU has no VNNI</b>: INT8 dot products are emulated, so INT8 is often no faster than fp32 "
                 "here (it still shrinks the file about 4×). The run measures both side by side.",
                 "background: #fff4e5; color: #663c00; border: 1px solid #f3c98b;")
-    return ("Cannot tell whether this CPU has VNNI (no /proc/cpuinfo). INT8 speed-ups depend on it; the run "
+    return ("Cannot tell whether this CPU has VNNI (neither torch nor the OS says). INT8 speed-ups depend on it; the run "
             "measures float and INT8 side by side.", "background: #f3f3f3; color: #333; border: 1px solid #ddd;")
 
 
