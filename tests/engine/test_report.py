@@ -244,7 +244,7 @@ def test_report_of_two_runs_is_valid_self_contained_html_with_the_stored_numbers
     assert "http://" not in html and "https://" not in html and "<script" not in html and "<link" not in html
 
     # Recipes are there verbatim (escaped), and the environment fingerprint.
-    assert 'name = &quot;baseline&quot;' in html and 'name = &quot;slim&quot;' in html
+    assert 'name = &#34;baseline&#34;' in html and 'name = &#34;slim&#34;' in html  # escaped by Jinja2's autoescape
     env = store.get_run(a).summary["environment"]
     assert env["torch"] in html and env["onnxruntime"] in html
 
@@ -319,3 +319,14 @@ def test_report_renders_in_headless_chromium(two_runs: tuple[Path, int, int], tm
         assert im.size == (1100, 2400)
         stat = ImageStat.Stat(im.convert("L"))
         assert stat.stddev[0] > 10  # text, tables and charts drawn, not a blank page
+
+
+def test_user_text_is_escaped_by_the_template(tmp_path: Path) -> None:
+    hostile = '<img src=x onerror="alert(1)">'
+    m = {"latency_ms_p50": 2.0, "latency_batch": 1, "accuracy": 0.5}
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        rid = store.create_run(hostile, f'name = "{hostile}"\n', "small_cnn", [])
+        store.finish_run(rid, "failed", {"final": m}, error=hostile)
+        html = build_report(store, [rid], predictions=False).html
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import io
 import json
 import math
@@ -559,59 +560,15 @@ def _change(key: str, kind: str, better: str, before: Any, after: Any) -> str:
     return f'<span class="{cls}">{text}</span>'
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    c = f' class="{cls}"' if cls else ""
-    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _section_summary(data: dict[str, Any]) -> str:
-    rows = data["comparison"]
-    if not rows:
-        return ""
-    out = ['<section id="comparison"><h2>Before and after</h2>',
-           '<p class="explain">Each column is one measured model. Latency is the time to answer one request '
-           '(batch shown in brackets); throughput is how many samples per second it handles at the largest batch '
-           'size every column was timed at. Only figures at the same batch size sit side by side. Green means '
-           'better than the first column.</p>']
-    if any(r.get("not_comparable") for r in rows):
-        out.append('<p class="why">Latency and throughput are not comparable here: these models were timed at '
-                   'different batch sizes.</p>')
-    headers = ["Measure"] + [r["label"] for r in rows]
-    first = rows[0]
-    body = []
-    for key, label, kind, better in METRICS:
-        cells = [escape(label)]
-        for j, r in enumerate(rows):
-            cell = _fmt(r.get(key), kind)
-            if key.startswith("latency") and r.get("latency_batch") and r.get(key) is not None:
-                cell += f' <span class="sub">(batch {r["latency_batch"]})</span>'
-            if key == "throughput" and r.get("throughput_batch") and r.get(key) is not None:
-                cell += f' <span class="sub">(batch {r["throughput_batch"]})</span>'
-            if j > 0:
-                ch = _change(key, kind, better, first.get(key), r.get(key))
-                cell += f"<br>{ch}" if ch else ""
-            cells.append(cell)
-        body.append(cells)
-    out.append(_table(headers, body))
-    out.append("</section>")
-    return "\n".join(out)
-
-
-def _section_pareto(data: dict[str, Any]) -> str:
+def _pareto_svg(data: dict[str, Any]) -> str:
     pts = data["pareto"]["points"]
     if not pts:
         return ""
     sp = [ScatterPoint(p["latency_ms_p50"], p["accuracy"] * 100, p["label"], highlight=p["on_front"],
                        group=f"run {p['run_id']}") for p in pts]
     front = [(p["latency_ms_p50"], p["accuracy"] * 100) for p in pts if p["on_front"]]
-    svg = scatter_chart(sp, title="Accuracy against latency", x_label="median latency (ms), lower is better",
-                        y_label="accuracy (%), higher is better", frontier=front)
-    return ('<section id="pareto"><h2>Trade-off: accuracy against speed</h2>'
-            '<p class="explain">Up and to the left is better. Ringed points, joined by the dashed line, are the '
-            "best trade-offs (the Pareto frontier): no other model is both faster and at least as accurate.</p>"
-            f"<figure>{svg}</figure></section>")
+    return scatter_chart(sp, title="Accuracy against latency", x_label="median latency (ms), lower is better",
+                         y_label="accuracy (%), higher is better", frontier=front)
 
 
 def _sweep_charts(sw: dict[str, Any]) -> list[str]:
@@ -665,63 +622,22 @@ def _sweep_charts(sw: dict[str, Any]) -> list[str]:
     return charts
 
 
-def _section_sweeps(data: dict[str, Any]) -> str:
-    if not data["sweeps"]:
-        return ""
-    out = ['<section id="sweeps"><h2>Sweeps</h2>',
-           '<p class="explain">How speed changes with batch size, precision and data-loading settings. Each point '
-           "was timed after warm-up; median and the slowest 5 % (p95) are shown.</p>"]
-    for sw in data["sweeps"]:
-        out.append(f"<h3>Run {sw['run_id']}: {escape(sw.get('name', ''))}</h3>")
-        budget = sw.get("budget") or {}
-        if budget.get("message"):
-            out.append(f'<p class="verdict">{escape(budget["message"])}</p>')
-        ld = sw.get("loader") or {}
-        if ld.get("speedup"):
-            out.append(f'<p class="verdict">Best loader setting: <b>{escape(ld["best"]["label"])}</b>, '
-                       f'{ld["best"]["train_samples_per_s"]:,.0f} training samples/s, <b>{ld["speedup"]:.2f}x</b> the '
-                       f'default ({escape(ld["default"]["label"])}, {ld["default"]["train_samples_per_s"]:,.0f}).</p>')
-        out += [f"<figure>{c}</figure>" for c in _sweep_charts(sw)]
-        if ld.get("points"):
-            rows = [[escape(p["label"]) + (" <b>(default)</b>" if p.get("is_default") else ""),
-                     _fmt(p["loader_samples_per_s"], "rate"), _fmt(p["train_samples_per_s"], "rate"),
-                     _fmt(p["data_wait_fraction"], "pct"), escape(p["verdict"]["kind"])] for p in ld["points"]]
-            out.append(_table(["Loader setting", "Loader alone (samples/s)", "Training (samples/s)",
-                               "Waiting for data", "Verdict"], rows))
-        skipped = (sw.get("skipped") or []) + (ld.get("skipped") or [])
-        notes = (sw.get("notes") or []) + (ld.get("notes") or [])
-        if skipped:
-            out.append("<p class=\"sub\">Not measured: " + "; ".join(
-                f"{escape(s['what'])} ({escape(s['reason'])})" for s in skipped) + "</p>")
-        if notes:
-            out.append("<p class=\"sub\">Notes: " + "; ".join(escape(n) for n in notes) + "</p>")
-    out.append("</section>")
-    return "\n".join(out)
-
-
-def _section_verdicts(data: dict[str, Any]) -> str:
+def _verdict_items(data: dict[str, Any]) -> list[dict[str, Any]]:
     items = []
     for rid, v in data["verdicts"].items():
         verdict = Verdict.from_dict(v)
-        sugg = "".join(f"<li>{escape(s)}</li>" for s in verdict.suggestions)
-        items.append(f'<div class="verdict {escape(verdict.kind)}"><b>Run {escape(rid)}: {escape(verdict.kind)}</b>'
-                     f"<br>{escape(verdict.message)}" + (f"<ul>{sugg}</ul>" if sugg else "") + "</div>")
+        items.append({"title": f"Run {rid}", "kind": verdict.kind, "message": verdict.message,
+                      "suggestions": list(verdict.suggestions)})
     for sw in data["sweeps"]:
         for p in (sw.get("loader") or {}).get("points") or []:
             if p.get("is_default"):
                 v = Verdict.from_dict(p["verdict"])
-                sugg = "".join(f"<li>{escape(s)}</li>" for s in v.suggestions)
-                items.append(f'<div class="verdict {escape(v.kind)}"><b>Sweep {sw["run_id"]}, default loader '
-                             f"({escape(p['label'])}): {escape(v.kind)}</b><br>{escape(v.message)}"
-                             + (f"<ul>{sugg}</ul>" if sugg else "") + "</div>")
-    if not items:
-        return ""
-    return ('<section id="loader"><h2>Is training waiting for data?</h2><p class="explain">Every training step '
-            "either waits for the next batch or computes. When waiting dominates, the data pipeline, not the model, "
-            "sets the speed.</p>" + "".join(items) + "</section>")
+                items.append({"title": f"Sweep {sw['run_id']}, default loader ({p['label']})", "kind": v.kind,
+                              "message": v.message, "suggestions": list(v.suggestions)})
+    return items
 
 
-def _section_telemetry(data: dict[str, Any]) -> str:
+def _telemetry_svgs(data: dict[str, Any]) -> list[str]:
     out = []
     for rid, tel in data["telemetry"].items():
         ser = tel["series"]
@@ -732,22 +648,17 @@ def _section_telemetry(data: dict[str, Any]) -> str:
                (("cpu_percent", "machine CPU %"), ("proc_cpu_percent", "this process CPU %")) if key in ser]
         gpu = [Series(f"GPU {k[3]} util %", [tuple(p) for p in ser[k]], markers=False)
                for k in ser if k.endswith("_util_percent")]
-        charts = []
         if cpu or gpu:
-            charts.append(line_chart(cpu + gpu, title=f"Run {rid}: processor load over time", x_label="seconds",
-                                     y_label="percent", bands=bands))
+            out.append(line_chart(cpu + gpu, title=f"Run {rid}: processor load over time", x_label="seconds",
+                                  y_label="percent", bands=bands))
         mem = [Series(name, [(t, v / 2**30) for t, v in ser[key]], markers=False) for key, name in
                (("ram_used_bytes", "machine RAM used (GiB)"), ("proc_rss_bytes", "this process (GiB)")) if key in ser]
         mem += [Series(f"GPU {k[3]} memory (GiB)", [(t, v / 2**30) for t, v in ser[k]], markers=False)
                 for k in ser if k.endswith("_mem_used_bytes")]
         if mem:
-            charts.append(line_chart(mem, title=f"Run {rid}: memory over time", x_label="seconds", y_label="GiB",
-                                     bands=bands))
-        out += [f"<figure>{c}</figure>" for c in charts]
-    if not out:
-        return ""
-    return ('<section id="telemetry"><h2>Hardware use over time</h2><p class="explain">Shaded bands are the '
-            "job's stages (from its log); hover for names.</p>" + "".join(out) + "</section>")
+            out.append(line_chart(mem, title=f"Run {rid}: memory over time", x_label="seconds", y_label="GiB",
+                                  bands=bands))
+    return out
 
 
 def _top_level(stages: list[dict[str, Any]], limit: int = 24) -> list[dict[str, Any]]:
@@ -760,96 +671,39 @@ def _top_level(stages: list[dict[str, Any]], limit: int = 24) -> list[dict[str, 
     return out[:limit]
 
 
-def _section_predictions(data: dict[str, Any]) -> str:
-    pr = data["predictions"]
-    head = '<section id="predictions"><h2>Sample predictions</h2>'
-    if not pr.get("available"):
-        return head + f'<p class="why">No sample predictions: {escape(pr.get("reason", "unavailable"))}.</p></section>'
-    runs = pr["runs"]
-    headers = ["Image", "True class"] + [f"Run {r}" for r in runs]
-    rows = []
-    for s in pr["samples"]:
-        img = f'<img alt="eval sample {s["index"]}" src="{s["image"]}">' if s["image"] else "\u2014"
-        cells = [img, escape(s["true"])]
-        for r in runs:
-            p = s["predictions"][r]
-            mark = "good" if p["correct"] else "bad"
-            cells.append(f'<span class="{mark}">{escape(p["label"])}</span><br>'
-                         f'<span class="sub">{p["confidence"] * 100:.0f} % sure</span>')
-        rows.append(cells)
-    missing = [f"run {k}: {v}" for k, v in pr.get("status", {}).items() if v != "ok"]
-    extra = f'<p class="why">Not shown: {escape("; ".join(missing))}.</p>' if missing else ""
-    return (head + f'<p class="explain">The same eval images through each model (green = correct). '
-            f'{escape(pr.get("note", ""))}.</p>' + _table(headers, rows, "samples") + extra + "</section>")
+@functools.cache
+def _jinja() -> Any:
+    """The Jinja2 environment: templates from this package, autoescape on (optional keys read as empty)."""
+    import jinja2
+    from markupsafe import Markup
 
-
-def _section_environment(data: dict[str, Any]) -> str:
-    envs = data["environments"]
-    keys = list(dict.fromkeys(k for e in envs.values() for k in e))
-    if not keys:
-        return ""
-    rows = [[escape(k)] + [escape(str(envs[r].get(k, "\u2014"))) for r in envs] for k in keys]
-    return ('<section id="environment"><h2>Where this was measured</h2><p class="explain">Speed depends on the '
-            "machine and library versions; compare numbers only from the same setup.</p>"
-            + _table(["", *[f"Run {r}" for r in envs]], rows) + "</section>")
-
-
-def _section_recipes(data: dict[str, Any]) -> str:
-    out = ['<section id="recipes"><h2>Exact recipes</h2><p class="explain">Run any of these again with '
-           "<code>workbench run recipe.toml</code>.</p>"]
-    for rid, text in data["recipes"].items():
-        out.append(f"<details open><summary>Run {escape(rid)}</summary><pre>{escape(text or '(no recipe stored)')}"
-                   "</pre></details>")
-    out.append("</section>")
-    return "".join(out)
-
-
-def _section_runs(data: dict[str, Any]) -> str:
-    rows = []
-    for r in data["runs"]:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"]))
-        rows.append([str(r["run_id"]), escape(r["name"]), escape(r["kind"]), escape(r["status"]), escape(r["model"]),
-                     escape(", ".join(r["techniques"]) or "\u2014"), when,
-                     _fmt(r["duration_s"]) + " s" if r["duration_s"] else "\u2014"])
-    return ('<section id="runs"><h2>Runs in this report</h2>'
-            + _table(["ID", "Name", "Kind", "Status", "Model", "Techniques", "Started", "Took"], rows)
-            + "".join(f'<p class="why">Run {r["run_id"]}: {escape(r["error"])}</p>' for r in data["runs"] if r["error"])
-            + "</section>")
+    env = jinja2.Environment(loader=jinja2.PackageLoader("workbench.engine", "templates"),
+                             autoescape=True, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["fmt"] = lambda v, kind="": Markup(_fmt(v, kind))  # _fmt escapes what it is given
+    env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    env.globals["change"] = lambda *a: Markup(_change(*a))
+    return env
 
 
 def render_html(data: dict[str, Any]) -> str:
-    """The report page from ``collect_report_data``'s dict (and nothing else)."""
-    h = data.get("headline") or {}
-    names = ", ".join(f"#{r['run_id']} {r['name']}" for r in data["runs"])
-    sub = ""
-    if h.get("baseline_label"):
-        sub = f"{escape(h['final_label'])} compared with {escape(h['baseline_label'])}"
-        if h.get("note"):
-            sub += f" ({escape(h['note'])})"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Workbench report: {escape(names)}</title><style>{_CSS}</style></head><body><main>",
-        f'<header><h1>Acceleration report</h1><p class="sub">{escape(names)}</p>',
-        f'<p class="headline" id="headline">{escape(h.get("text", "no measurements"))}</p>',
-        f'<p class="why" id="caveat">{escape(h["caveat"])}</p>' if h.get("caveat") else "",
-        f'<p class="sub" id="split">By cause (paired): {escape(h["split"])}</p>' if h.get("split") else "",
-        f'<p class="sub">{sub}</p></header>',
-        _section_summary(data),
-        _section_pareto(data),
-        _section_sweeps(data),
-        _section_verdicts(data),
-        _section_telemetry(data),
-        _section_predictions(data),
-        _section_runs(data),
-        _section_environment(data),
-        _section_recipes(data),
-        f"<footer>Made by Acceleration Workbench {escape(data['workbench'])} on {escape(data['generated_at'])}. "
-        "Every number here is also in the report's --json/--csv export.</footer>",
-        "</main></body></html>",
-    ]
-    return "\n".join(p for p in parts if p)
+    """The report page from ``collect_report_data``'s dict (and nothing else), through report.html.j2."""
+    from markupsafe import Markup
+
+    envs = data["environments"]
+    charts = {"pareto": Markup(_pareto_svg(data)),
+              "sweeps": {sw["run_id"]: [Markup(c) for c in _sweep_charts(sw)] for sw in data["sweeps"]},
+              "telemetry": [Markup(c) for c in _telemetry_svgs(data)]}
+    context = {
+        "h": data.get("headline") or {},
+        "names": ", ".join(f"#{r['run_id']} {r['name']}" for r in data["runs"]),
+        "css": Markup(_CSS), "metrics": METRICS, "comparison": data["comparison"], "charts": charts,
+        "sweeps": data["sweeps"], "verdicts": _verdict_items(data), "predictions": data["predictions"],
+        "runs": data["runs"], "environments": {r: {k: str(v) for k, v in e.items()} for r, e in envs.items()},
+        "env_keys": list(dict.fromkeys(k for e in envs.values() for k in e)), "recipes": data["recipes"],
+        "workbench": data["workbench"], "generated_at": data["generated_at"],
+    }
+    return _jinja().get_template("report.html.j2").render(context)
 
 
 def build_report(
