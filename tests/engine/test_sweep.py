@@ -8,6 +8,7 @@ import pytest
 
 from workbench.engine.diagnose import COMPUTE_BOUND_BELOW, LOADER_BOUND_ABOVE, loader_verdict
 from workbench.engine.events import CancelToken, RecordingReporter
+from workbench.engine.pareto import pareto_front
 from workbench.engine.store import RunStore
 from workbench.engine.sweep import (
     BatchPoint,
@@ -15,7 +16,6 @@ from workbench.engine.sweep import (
     best_within_budget,
     loader_configs,
     loader_sweep,
-    pareto_front,
     precision_plan,
     run_sweep,
 )

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from PySide6.QtCore import QUrl
 
+from workbench.engine.pareto import short_techniques
 from workbench.engine.report import headline
 from workbench.engine.store import RunStore
-from workbench.gui.runs import RunsView, short_techniques
+from workbench.gui.runs import RunsView
 
 
 def metrics(acc: float, p50: float, thr: float, size: int) -> dict[str, Any]:
@@ -161,3 +162,16 @@ def test_report_never_overwrites_without_asking(view: RunsView, runs: dict[str, 
     assert view.report_selected() is None
     assert questions and "report.html" in questions[0]
     assert target.read_text() == "keep me" and not view.report_busy()
+
+
+@pytest.mark.parametrize("keys", ["ABCD", "BD"])
+def test_gui_chart_and_report_ring_the_same_frontier(view: RunsView, runs: dict[str, int], store: Any,
+                                                     keys: str) -> None:
+    """One Pareto rule (engine.pareto): for the same selection both draw the same points and frontier."""
+    from workbench.engine.report import build_report
+
+    view.select_runs([runs[k] for k in keys])
+    gui = view.pareto_values()
+    report = build_report(store, [runs[k] for k in keys], predictions=False).data["pareto"]
+    assert sorted(gui["front"]) == sorted(report["front"])
+    assert sorted(p["label"] for p in report["points"]) == sorted(label for _id, label, _x, _y in gui["points"])

@@ -42,10 +42,11 @@ from workbench.engine.comparison import (
 )
 from workbench.engine.diagnose import Verdict, loader_verdict
 from workbench.engine.events import CancelToken, Reporter
-from workbench.engine.sweep import best_within_budget, pareto_front
+from workbench.engine.pareto import model_points, pareto_front
+from workbench.engine.sweep import best_within_budget
 from workbench.errors import WorkbenchError
 
-__all__ = ["Report", "best_within_budget", "build_report", "collect_report_data", "headline", "pareto_front",
+__all__ = ["Report", "best_within_budget", "build_report", "collect_report_data", "headline",
            "render_html", "write_report"]
 
 #: Metrics of the before/after table: key, label, unit kind, which direction is better.
@@ -259,32 +260,13 @@ def _align_batches(rows: list[dict[str, Any]], measurements: Sequence[Mapping[st
 
 
 def _pareto(runs: Sequence[Any]) -> dict[str, Any]:
-    """Accuracy vs median latency for every measured model (baseline, stage results, final)."""
-    pts: list[dict[str, Any]] = []
-    for r in runs:
-        if not _has_result(r):
-            continue
-        s = r.summary
-        seen: list[Mapping[str, Any]] = []
-
-        def add(d: Mapping[str, Any] | None, label: str, which: str, run: Any = r, seen: list = seen) -> None:
-            if not d or any(d is x or d == x for x in seen):
-                return
-            if _num(d.get("accuracy")) is None or _num(d.get("latency_ms_p50")) is None:
-                return
-            seen.append(d)
-            pts.append({"run_id": run.id, "which": which, "label": label, "accuracy": d["accuracy"],
-                        "latency_ms_p50": d["latency_ms_p50"], "throughput": d.get("throughput"),
-                        "size_bytes": d.get("size_bytes")})
-
-        add(s.get("baseline"), f"#{r.id} baseline", "baseline")
-        for st in s.get("stages") or []:
-            add(st.get("after"), f"#{r.id} {st.get('name', 'stage')}", "stage")
-        add(r.final, f"#{r.id} {', '.join(r.techniques) or 'plain'}", "final")
+    """Accuracy vs median latency by the one rule the GUI chart uses too (``engine.pareto``)."""
+    pts, notes = model_points([r for r in runs if _has_result(r) or r.kind == "sweep"])
+    pts = [p for p in pts if p["latency_ms_p50"] is not None]
     front = pareto_front(pts, "latency_ms_p50", "accuracy")
     for p in pts:
         p["on_front"] = any(p is f for f in front)
-    return {"points": pts, "front": [p["label"] for p in front]}
+    return {"points": pts, "front": [p["label"] for p in front], "notes": notes}
 
 
 def _sweep_data(run: Any) -> dict[str, Any]:

@@ -19,8 +19,8 @@ configuration that is fastest alone is not always the fastest for training.
 
 Entry points a GUI (or the CLI) calls, all taking a ``Reporter`` and a ``CancelToken`` and
 returning plain dataclasses: ``run_sweep`` (creates and fills one stored run of kind ``sweep``),
-``batch_sweep`` and ``loader_sweep`` (no store), plus the pure helpers ``best_within_budget`` and
-``pareto_front``.
+``batch_sweep`` and ``loader_sweep`` (no store), plus the pure helper ``best_within_budget`` (the Pareto
+rule lives in ``engine.pareto``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from workbench.engine.diagnose import loader_verdict
 from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_warnings
 from workbench.engine.hardware import native_bf16_cpu
 from workbench.engine.paired import ContentionMonitor
+from workbench.engine.pareto import metric_value as _value
 from workbench.engine.pipeline import RunOutcome, environment, record_unfinished_run
 from workbench.engine.precision import (
     PrecisionPlan,
@@ -64,7 +65,6 @@ __all__ = [
     "best_within_budget",
     "loader_configs",
     "loader_sweep",
-    "pareto_front",
     "precision_plan",
     "run_sweep",
 ]
@@ -78,14 +78,6 @@ P = TypeVar("P")
 
 
 # ------------------------------------------------------------------------------------ pure helpers
-
-
-def _value(point: Any, key: str) -> float | None:
-    """``point[key]`` for mappings, ``point.key`` otherwise; None when missing or not a finite number."""
-    v = point.get(key) if isinstance(point, Mapping) else getattr(point, key, None)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        return None
-    return float(v)
 
 
 def best_within_budget(
@@ -107,31 +99,6 @@ def best_within_budget(
         if best_key is None or key > best_key:
             best, best_key = p, key
     return best
-
-
-def pareto_front(
-    points: Sequence[P], x_key: str, y_key: str, minimize_x: bool = True, maximize_y: bool = True
-) -> list[P]:
-    """Points no other point beats on both axes, sorted by ``x_key`` ascending.
-
-    E.g. accuracy (``y``, higher is better) against latency (``x``, lower is better): a model is
-    on the frontier when no other model is both faster and at least as accurate. Points missing
-    either value are ignored; duplicates of a frontier point are all kept.
-    """
-    sx = 1.0 if minimize_x else -1.0
-    sy = -1.0 if maximize_y else 1.0
-    scored = [(sx * x, sy * y, p) for p in points
-              if (x := _value(p, x_key)) is not None and (y := _value(p, y_key)) is not None]
-    # After the sign flips both axes are "lower is better": sort by x then y and keep each point
-    # that improves on the best y seen so far (or equals it at the same x).
-    scored.sort(key=lambda t: (t[0], t[1]))
-    front: list[tuple[float, float, P]] = []
-    best_y = math.inf
-    for x, y, p in scored:
-        if y < best_y or (front and y == best_y and x == front[-1][0]):
-            front.append((x, y, p))
-            best_y = min(best_y, y)
-    return sorted((p for _, _, p in front), key=lambda p: _value(p, x_key) or 0.0)
 
 
 # ------------------------------------------------------------------------------------------ specs

@@ -74,6 +74,7 @@ from workbench.engine.comparison import (
     speedup_sentence,
 )
 from workbench.engine.fileio import atomic_write_bytes, atomic_write_text
+from workbench.engine.pareto import model_points, pareto_front
 from workbench.engine.store import RunRecord, RunStore
 from workbench.gui.jobs import Job, JobManager
 
@@ -455,53 +456,13 @@ PARETO_AXES: dict[str, tuple[str, str, bool]] = {
 }
 FRONT_COLOUR = QColor("#d62728")
 POINT_COLOUR = QColor("#3d8bd9")
-MAX_TECHNIQUE_CHARS = 22
-
-
-def short_techniques(techniques: Sequence[str]) -> str:
-    """'int8-dynamic+prune-l1-0.5' style label, elided: what a point on the Pareto chart is."""
-    # Loader-only techniques (cache, workers) change how fast data arrives, not the model on the chart.
-    model_side = [t for t in techniques if t != "cache" and not t.startswith("workers")]
-    text = "+".join(t.replace("channels_last", "cl") for t in model_side) or "fp32"
-    return text if len(text) <= MAX_TECHNIQUE_CHARS else text[: MAX_TECHNIQUE_CHARS - 1] + "…"
 
 
 def pareto_points(runs: Sequence[RunRecord], mode: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The models to place on the Pareto chart, and notes on what was left out (and why).
-
-    ``mode`` "runs": each run's final model, one point per run. "baseline_vs_final": the run's
-    baseline, each stage's result and its final model (the path the optimization took). Sweep runs
-    measure speed only, so they have no accuracy to place; they are named in the notes instead of
-    being drawn at a made-up height.
-    """
-    pts: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for r in runs:
-        if r.kind == "sweep":
-            n = len((r.summary.get("sweep") or {}).get("inference") or [])
-            notes.append(f"#{r.id} is a sweep ({n} speed points, no accuracy): open it in the Sweep tab")
-            continue
-        candidates: list[tuple[dict[str, Any], str, str]] = []
-        if mode == "baseline_vs_final":
-            candidates.append((r.baseline, f"#{r.id} baseline", "baseline"))
-            for st in r.summary.get("stages") or []:
-                if isinstance(st, dict) and isinstance(st.get("after"), dict):
-                    candidates.append((st["after"], f"#{r.id} {st.get('name', 'stage')}", "stage"))
-        candidates.append((r.final, f"#{r.id} {short_techniques(r.techniques)}", "final"))
-        placed = False
-        seen: list[dict[str, Any]] = []
-        for metrics, label, which in candidates:
-            if not metrics or metrics in seen or _value(metrics, "accuracy") is None:
-                continue
-            seen.append(metrics)
-            pts.append({"run_id": r.id, "label": label, "which": which,
-                        "accuracy": _value(metrics, "accuracy"),
-                        "latency_ms_p50": _value(metrics, "latency_ms_p50"),
-                        "throughput": _value(metrics, "throughput")})
-            placed = True
-        if not placed:
-            notes.append(f"#{r.id} has no accuracy measured")
-    return pts, notes
+    """The models on the Pareto chart and notes on what was left out: the engine's one rule
+    (``engine.pareto.model_points``, the same the HTML report uses). "baseline_vs_final" shows the
+    run's path (baseline, stages, final); "runs" one final model per run."""
+    return model_points(runs, path=mode == "baseline_vs_final")
 
 
 class ParetoChart(QWidget):
@@ -571,8 +532,6 @@ class ParetoChart(QWidget):
         self._redraw()
 
     def _redraw(self, *_: object) -> None:
-        from workbench.engine.sweep import pareto_front  # imported here: the engine module pulls in torch
-
         x_key, x_title, lower_better = PARETO_AXES[self.x_mode()]
         shown = [p for p in self._points if p.get(x_key) is not None and p.get("accuracy") is not None]
         front = pareto_front(shown, x_key, "accuracy", minimize_x=lower_better, maximize_y=True)
