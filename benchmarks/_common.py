@@ -135,11 +135,11 @@ def print_header(title: str, argv: Sequence[str] | None = None, env: Sequence[st
     print("\n".join(header_lines(title, argv, env)), flush=True)
 
 
-def threads_line(choice: ThreadChoice | int) -> str:
-    """``Threads: 2 intra-op thread(s) for torch and onnxruntime: …`` (and why that many)."""
+def threads_line(choice: ThreadChoice | int, runtimes: str = "torch") -> str:
+    """``Threads: 2 intra-op thread(s) for torch (2 thread(s): 2 usable core(s), …)``: how many, and why."""
     if isinstance(choice, int):
-        return f"Threads: {choice} intra-op thread(s) for torch and onnxruntime"
-    return f"Threads: {choice.threads} intra-op thread(s) for torch and onnxruntime ({choice.reason})"
+        return f"Threads: {choice} intra-op thread(s) for {runtimes}"
+    return f"Threads: {choice.threads} intra-op thread(s) for {runtimes} ({choice.reason})"
 
 
 # ----------------------------------------------------------------------------------------- contention
@@ -153,15 +153,29 @@ def contention_line(load: CpuLoad, what: str = "while timing") -> str:
             f"{load.own_cores:.2f}, over {load.wall_s:.1f} s: {verdict}")
 
 
-def paired_lines(timing: PairedTiming) -> list[str]:
+def wide_intervals(timing: PairedTiming) -> list[str]:
+    """Every ratio against the first contestant whose 95 % CI reaches beyond ±15 % of it (``label @ bN``)."""
+    out = []
+    for i, by_batch in enumerate(timing.against_first().values(), start=1):
+        for b, e in by_batch.items():
+            med, (lo, hi) = e["ratio"], e["ci95"]
+            if med > 0 and (med - lo > CI_LIMIT * med or hi - med > CI_LIMIT * med):
+                out.append(f"{timing.contestants[i][1]} @ b{b}")
+    return out
+
+
+def paired_lines(timing: PairedTiming, runtimes: str = "torch") -> list[str]:
     """The conditions of a paired timing: rounds, threads, contention per batch size, reliability with reason."""
     blocks = ", ".join(f"batch {bt.batch}: {bt.calls_per_block}" for bt in timing.batches)
     lines = [f"Paired: {len(timing.contestants)} contestants timed in {timing.rounds} interleaved rounds in one "
              f"process (A B C …, then … C B A); timed calls per block and contestant: {blocks}  ",
-             threads_line(timing.threads) + "  "]
+             threads_line(timing.threads, runtimes) + "  "]
     for bt in timing.batches:
         lines.append(contention_line(bt.load, f"at batch {bt.batch}") + "  ")
-    lines.append(f"Reliable: {'yes' if timing.reliable else 'NO: ' + timing.reason}")
+    wide = wide_intervals(timing)
+    lines.append(f"Ratios with a 95 % CI wider than ±{CI_LIMIT:.0%}: {', '.join(wide) if wide else 'none'}  ")
+    lines.append(f"Reliable (engine rule: contention, threads vs free cores, CI of first vs last): "
+                 f"{'yes' if timing.reliable else 'NO: ' + timing.reason}")
     return lines
 
 

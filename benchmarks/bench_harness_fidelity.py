@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                  + (" (QUICK smoke run: not a result)" if args.quick else ""),
                  argv=None if argv is None else [sys.argv[0], *argv])
     with fixed_threads(choice.threads) as threads:
-        print(threads_line(choice) + f"; torch.utils.benchmark.Timer(num_threads={threads})  ")
+        print(threads_line(choice) + f" and torch.utils.benchmark.Timer(num_threads={threads})  ")
         print(f"{args.rounds} alternated rounds x {args.min_time:g} s per measurement\n")
         print(
             "| batch | round | harness p50 ms | harness 95% CI of p50 | harness mean ms | n "

@@ -174,7 +174,7 @@ def format_model(name: str, pipelines: list[Pipeline], timed: list[Pipeline], ti
            "p50: median over rounds of each block's median call time; × vs eager: median of the per-round "
            "ratios (eager time / pipeline time) with its distribution-free 95 % CI.", ""]
     out += split_lines(timing, index)
-    out += [""] + paired_lines(timing)
+    out += [""] + paired_lines(timing, "torch and onnxruntime")
     return "\n".join(out)
 
 
