@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"{m['params']:,}", f"{m['accuracy']:.2%}",
                          ("—" if gc is None else f"{gc:.0%}") if key == "after" else ""])
     print(markdown_table(["Seed", "Model", "Params", "Eval acc", "Gap closed"], rows, "llrrr"))
+    print()
     if gaps:
-        print(f"\ngap closed: median {statistics.median(gaps):.0%} over {len(gaps)} seed(s)")
+        print(f"gap closed: median {statistics.median(gaps):.0%} over {len(gaps)} seed(s)  ")
     cache = runs[-1][1]["teacher_cache"]
     print(f"teacher-logit cache (last seed): {cache['hits']} hits / {cache['misses']} misses\n")
 

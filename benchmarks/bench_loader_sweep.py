@@ -117,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
 
     points: list[list[dict[str, Any]]] = [[] for _ in configs]
     loads: list[list[CpuLoad]] = [[] for _ in configs]
-    t0 = time.perf_counter()
     with TreeContentionMonitor() as whole:
         for rep, i in alternating_order(len(configs), args.repetitions):
             cfg = configs[i]
@@ -125,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
             point, load = measure_one(recipe, cfg.num_workers, cfg.cache, choice.threads, steps, batches, module)
             points[i].append(point)
             loads[i].append(load)
-    wall = time.perf_counter() - t0
 
     ratios = []
     for i in range(len(configs)):
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Samples/s and waiting: medians over repetitions. Others' cores: the most CPU other processes took during "
           "any one measurement (this process's DataLoader workers count as ours).  ")
     assert whole.load is not None
-    print(contention_line(whole.load, f"over the whole sweep ({wall:.0f} s)"))
+    print(contention_line(whole.load, "over the whole sweep"))
     for s in skipped:
         print(f"\nNot measured: {s['what']}: {s['reason']}")
     if best != 0:
