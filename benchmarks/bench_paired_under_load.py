@@ -6,8 +6,11 @@ and tables for every run: the unpaired baseline and final p50 at batch 1 (measur
 the run, as every version before the paired timing reported them), their ratio, the paired speedup
 with its 95 % interval, whether it was marked reliable and why not, and the threads the run chose.
 
-    python benchmarks/bench_paired_under_load.py                       # static INT8 recipe, 2 runs each
-    python benchmarks/bench_paired_under_load.py --runs 3 --samples 100 --epochs 1
+    .venv/bin/python benchmarks/bench_paired_under_load.py                 # static INT8 recipe, 2 runs each
+    .venv/bin/python benchmarks/bench_paired_under_load.py --runs 3 --samples 100 --epochs 1
+    .venv/bin/python benchmarks/bench_paired_under_load.py --quick         # smoke: 1 run each, 40 samples/class
+
+It starts two busy processes on purpose: run it alone, never beside other measurements.
 
 Acceptance (issue #9): quiet runs report ``reliable: true``; each loaded run either reports a paired
 latency ratio within a factor 1.5 of the quiet runs' median or ``reliable: false`` with a reason.
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,18 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import markdown_table, print_header
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKBENCH = [sys.executable, "-m", "workbench"]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _recipe(base: Path, samples: int, epochs: int, out: Path) -> Path:
@@ -78,13 +72,16 @@ def _row(label: str, r: dict[str, Any]) -> dict[str, Any]:
             "accuracy": f.get("accuracy"), "wall": r["_wall_s"]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(ROOT / "resources/recipes/quantize_static_int8.toml"))
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--samples", type=int, default=100, help="samples per class of the built-in data")
     ap.add_argument("--epochs", type=int, default=1)
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 run each, 40 samples per class")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.runs, args.samples = 1, 40
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="wb-load-") as tmp:
         recipe = _recipe(Path(args.recipe), args.samples, args.epochs, Path(tmp) / "recipe.toml")
@@ -101,13 +98,15 @@ def main() -> None:
                 p.wait()
     quiet = [r["paired"] for r in rows if r["load"] == "quiet" and r["paired"]]
     ref = statistics.median(quiet) if quiet else None
-    print(f"# {_cpu_model()}, {os.cpu_count()} CPUs, torch threads chosen per run (auto)")
-    print(f"# command: python benchmarks/bench_paired_under_load.py --recipe {Path(args.recipe).name} "
-          f"--runs {args.runs} --samples {args.samples} --epochs {args.epochs}")
-    print()
-    print("| Load | Run | Baseline p50 @1 (ms, unpaired) | Final p50 @1 (ms, unpaired) | Unpaired ratio | "
-          "Paired speedup @1 (95 % CI) | Reliable | Threads | Others' cores | Split by cause | Verdict |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print_header("The same recipe quiet and beside two busy processes" + (" (QUICK smoke run: not a result)"
+                                                                          if args.quick else ""),
+                 argv=None if argv is None else [sys.argv[0], *argv])
+    print(f"Recipe {Path(args.recipe).name}, {args.samples} samples per class, {args.epochs} epoch(s); each run in a "
+          "fresh store, threads chosen per run (auto); unpaired figures are the run's separate baseline and final "
+          "measurements, paired ones its interleaved timing\n")
+    headers = ["Load", "Run", "Baseline p50 @1 (ms, unpaired)", "Final p50 @1 (ms, unpaired)", "Unpaired ratio",
+               "Paired speedup @1 (95 % CI)", "Reliable", "Threads", "Others' cores", "Split by cause", "Verdict"]
+    table = []
     ok = True
     for r in rows:
         ci = f"{r['ci'][0]:.2f}–{r['ci'][1]:.2f}" if r["ci"] else "—"
@@ -121,15 +120,17 @@ def main() -> None:
             ok &= bool(r["reliable"])
             if not r["reliable"]:
                 verdict = "quiet run flagged: " + r["reason"]
-        print(f"| {r['load']} | {r['run']} | {r['baseline_p50']:.3f} | {r['final_p50']:.3f} | {r['unpaired']:.2f}x | "
-              f"{r['paired']:.2f}x ({ci}) | {r['reliable']} | {r['threads']} | {r['others']:.2f} | {r['steps']} | "
-              f"{verdict} |")
+        table.append([r["load"], str(r["run"]), f"{r['baseline_p50']:.3f}", f"{r['final_p50']:.3f}",
+                      f"{r['unpaired']:.2f}x", f"{r['paired']:.2f}x ({ci})", str(r["reliable"]), str(r["threads"]),
+                      f"{r['others']:.2f}", r["steps"], verdict])
+    print(markdown_table(headers, table, "llrrrrlrrll"))
     print()
     for r in rows:
         if r["reason"]:
             print(f"- run {r['run']} ({r['load']}): {r['reason']}")
     print(f"\nacceptance {'met' if ok else 'NOT met'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

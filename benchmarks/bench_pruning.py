@@ -1,13 +1,15 @@
-"""Pruning benchmark: latency and accuracy of mobilenet and resnet before and after 50% pruning.
+"""Pruning benchmark: latency and accuracy of mobilenet and resnet before and after 50% pruning, paired.
 
 For each model: train on the default shapes dataset, then from the same trained weights
 (a) structured 50% channel pruning (DepGraph) + fine-tuning and (b) unstructured 50% magnitude
-pruning (global L1) + fine-tuning with masks, made permanent. All variants are timed side by side
-in interleaved rounds (round r times every variant once), so machine noise hits them alike; the
-table reports the median p50 over rounds. Goal: structured ≥ 1.6x faster at ≤ 1.5 points lost;
-unstructured is measured to show it is *not* faster.
+pruning (global L1) + fine-tuning with masks, made permanent. The three variants are then timed
+together in interleaved rounds in one process (``engine.paired.time_paired``: same input, same
+thread count), and each speedup is the median of the per-round ratios against the unpruned model
+with its 95 % CI. Goal: structured >= 1.6x faster at <= 1.5 points lost; unstructured is measured
+to show it is *not* faster (dense kernels multiply zeros as fast as any other number).
 
-    .venv/bin/python benchmarks/bench_pruning.py [--models mobilenet,resnet] [--quick]
+    .venv/bin/python benchmarks/bench_pruning.py                 # full (mobilenet and resnet)
+    .venv/bin/python benchmarks/bench_pruning.py --quick         # smoke: tiny data, 1 epoch, 5 short rounds
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -24,12 +24,14 @@ import time
 os.environ.setdefault("WORKBENCH_HOME", os.path.join(tempfile.gettempdir(), "workbench-bench"))
 
 import torch  # noqa: E402
+from _common import fmt_ratio_ci, markdown_table, paired_lines, print_header  # noqa: E402
 from torch import nn  # noqa: E402
 
-from workbench.engine.bench import bench_torch  # noqa: E402
+from workbench.engine.bench import fixed_threads  # noqa: E402
 from workbench.engine.data import build_loader, load_dataset  # noqa: E402
 from workbench.engine.events import CancelToken, Reporter  # noqa: E402
 from workbench.engine.models import build_zoo_model, summarize  # noqa: E402
+from workbench.engine.paired import Contestant, choose_threads, time_paired  # noqa: E402
 from workbench.engine.precision import PrecisionPlan  # noqa: E402
 from workbench.engine.prune import (  # noqa: E402
     make_permanent,
@@ -38,7 +40,7 @@ from workbench.engine.prune import (  # noqa: E402
     sparsity_rows,
     unstructured_targets,
 )
-from workbench.engine.telemetry import device_description  # noqa: E402
+from workbench.engine.runtimes import TorchRuntime  # noqa: E402
 from workbench.engine.train import evaluate, train  # noqa: E402
 from workbench.recipe import BatchingSection, DataSection, LoaderSection, TrainSection  # noqa: E402
 
@@ -49,29 +51,28 @@ class _Quiet(Reporter):
             print(f"  [{level}] {message}", file=sys.stderr)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--models", default="mobilenet,resnet")
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--samples-per-class", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--finetune-epochs", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    ap.add_argument("--iters", type=int, default=20, help="timed calls per round and batch size")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds (at least 5)")
+    ap.add_argument("--iters", type=int, default=100,
+                    help="timed calls per variant and batch size, split over the rounds")
+    ap.add_argument("--max-time", type=float, default=60.0, help="time budget per batch size for all rounds (s)")
     ap.add_argument("--batch-sizes", default="1,64")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny data, 1 epoch, 2 rounds")
-    args = ap.parse_args()
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = auto: free cores)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny data, 1 epoch, 5 short rounds")
+    args = ap.parse_args(argv)
     if args.quick:
-        args.samples_per_class, args.epochs, args.finetune_epochs, args.rounds, args.iters = 20, 1, 1, 2, 5
-    if args.threads:
-        torch.set_num_threads(args.threads)
+        args.samples_per_class, args.epochs, args.finetune_epochs = 20, 1, 1
+        args.rounds, args.iters, args.max_time = 5, 10, 3.0
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    load = os.getloadavg()
-    print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
-    print(f"machine: {device_description()}; {platform.platform()}; torch {torch.__version__}; "
-          f"threads {torch.get_num_threads()}; load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
-          f"on {os.cpu_count()} cores")
+    print_header("Pruning: unpruned vs structured vs unstructured, paired"
+                 + (" (QUICK smoke run: not a result)" if args.quick else ""),
+                 argv=None if argv is None else [sys.argv[0], *argv])
 
     plan = PrecisionPlan(torch.device("cpu"))
     data = load_dataset(DataSection(samples_per_class=args.samples_per_class, augment=True))
@@ -81,14 +82,13 @@ def main() -> None:
     train_cfg = TrainSection(epochs=args.epochs, lr=3e-3, schedule="onecycle")
     eval_loader = build_loader(data.eval, 256, loader_cfg, train=False)
     rep, cancel = _Quiet(), CancelToken()
-    print(f"data: {data.source_desc}; {args.epochs} training epochs, {args.finetune_epochs} fine-tuning epochs, "
-          f"ratio {args.ratio}")
+    print(f"Data: {data.source_desc}; {args.epochs} training epochs, {args.finetune_epochs} fine-tuning epochs, "
+          f"ratio {args.ratio}\n")
 
     def fit(module: nn.Module, epochs: int, lr: float, stage: str) -> None:
         loader = build_loader(data.train, batching.batch_size, loader_cfg, train=True, seed=0)
         train(module, loader, eval_loader, train_cfg, batching, plan, rep, cancel, stage=stage, epochs=epochs, lr=lr)
 
-    rows: list[dict[str, object]] = []
     for name in args.models.split(","):
         t0 = time.perf_counter()
         torch.manual_seed(0)
@@ -103,46 +103,45 @@ def main() -> None:
         fit(unstructured, args.finetune_epochs, 1e-3, "finetune")
         _, sparsity = sparsity_rows(unstructured, targets)
         make_permanent(unstructured)
-        variants = {"unpruned": base, f"structured {args.ratio:.0%} + FT": structured,
-                    f"unstructured {args.ratio:.0%} + FT": unstructured}
-        timings: dict[str, dict[int, list[float]]] = {v: {b: [] for b in batch_sizes} for v in variants}
-        for _ in range(args.rounds):
-            for label, module in variants.items():
-                for st in bench_torch(module, shape, batch_sizes, warmup=3, iters=args.iters, max_time_s=30.0):
-                    timings[label][st.batch_size].append(st.p50_ms)
-        ref = variants["unpruned"]
-        ref_acc = evaluate(ref, eval_loader, plan)["accuracy"]
-        ref_ms = {b: statistics.median(timings["unpruned"][b]) for b in batch_sizes}
-        for label, module in variants.items():
-            s = summarize(module, shape)
-            acc = evaluate(module, eval_loader, plan)["accuracy"]
-            ms = {b: statistics.median(timings[label][b]) for b in batch_sizes}
-            row: dict[str, object] = {"model": name, "variant": label, "params": s.params, "macs": s.macs,
-                                      "size_mb": s.size_bytes / 1e6, "acc": acc, "dacc": (acc - ref_acc) * 100}
-            if label.startswith("unstructured"):
-                row["variant"] = f"{label} ({sparsity['pruned_layers_sparsity']:.0%} zeros)"
-            for b in batch_sizes:
-                row[f"ms{b}"] = ms[b]
-                row[f"x{b}"] = ref_ms[b] / ms[b]
-            rows.append(row)
-        print(f"{name}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        variants = [("baseline", "unpruned", base),
+                    ("structured", f"structured {args.ratio:.0%} + FT", structured),
+                    ("unstructured", f"unstructured {args.ratio:.0%} + FT "
+                                     f"({sparsity['pruned_layers_sparsity']:.0%} zeros)", unstructured)]
+        accuracy = {label: evaluate(module, eval_loader, plan)["accuracy"] for _, label, module in variants}
 
-    head = ["Model", "Variant", "Params", "MACs (M)", "Size (MB)", "Eval acc", "Δ acc (pts)"]
-    for b in batch_sizes:
-        head += [f"p50 @ b{b} (ms)", f"speedup @ b{b}"]
-    print()
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for r in rows:
-        cells = [str(r["model"]), str(r["variant"]), f"{r['params']:,}", f"{(r['macs'] or 0) / 1e6:.1f}",
-                 f"{r['size_mb']:.2f}", f"{r['acc']:.2%}", f"{r['dacc']:+.2f}"]
+        choice = choose_threads(args.threads)  # after training: the load now, shared by all three variants
+        contestants = [Contestant(step, label, TorchRuntime(module)) for step, label, module in variants]
+        try:
+            with fixed_threads(choice.threads):
+                timing = time_paired(contestants, shape, batch_sizes, threads=choice, rounds=args.rounds,
+                                     iters=args.iters, warmup=5, max_time_s=args.max_time)
+        finally:
+            for c in contestants:
+                c.runtime.close()
+        d = timing.to_dict()
+        vs_first = timing.against_first()
+        ref_acc = accuracy["unpruned"]
+        rows = []
+        for i, (step, label, module) in enumerate(variants):
+            s = summarize(module, shape)
+            acc = accuracy[label]
+            cells = [name, label, f"{s.params:,}", f"{(s.macs or 0) / 1e6:.1f}", f"{s.size_bytes / 1e6:.2f}",
+                     f"{acc:.2%}", f"{(acc - ref_acc) * 100:+.2f}"]
+            for b in batch_sizes:
+                cells += [f"{d['models'][i]['p50_ms'][str(b)]:.2f}",
+                          "1.00x (reference)" if i == 0 else fmt_ratio_ci(vs_first[step][str(b)])]
+            rows.append(cells)
+        head = ["Model", "Variant", "Params", "MACs (M)", "Size (MB)", "Eval acc", "Δ acc (pts)"]
         for b in batch_sizes:
-            cells += [f"{r[f'ms{b}']:.2f}", f"{r[f'x{b}']:.2f}x"]
-        print("| " + " | ".join(cells) + " |")
-    load = os.getloadavg()
-    print(f"\nmedian p50 over {args.rounds} interleaved rounds x {args.iters} calls; load average at end "
-          f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+            head += [f"p50 @ b{b} (ms)", f"speedup @ b{b}, paired"]
+        print(f"### {name}\n")
+        print(markdown_table(head, rows, "llrrrrr" + "rr" * len(batch_sizes)))
+        print("\np50: median over rounds of each block's median call time; speedup: median of the per-round ratios "
+              "(unpruned time / variant time) with its distribution-free 95 % CI.\n")
+        print("\n".join(paired_lines(timing)) + "\n", flush=True)
+        print(f"{name}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
