@@ -23,14 +23,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` without an installed package
@@ -39,6 +35,7 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` without an inst
 from workbench.engine.paired import (  # noqa: E402
     CI_LIMIT,
     CONTENTION_LIMIT_CORES,
+    ContentionMonitor,
     CpuLoad,
     PairedTiming,
     ThreadChoice,
@@ -179,72 +176,9 @@ def paired_lines(timing: PairedTiming, runtimes: str = "torch") -> list[str]:
     return lines
 
 
-def _system_busy_s() -> float:
-    t = psutil.cpu_times()
-    return sum(float(getattr(t, name, 0.0)) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
-
-
-def _cpu_s(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
-
-
-class TreeContentionMonitor:
-    """Other processes' CPU use while a block ran, counting this process AND its descendants as ours.
-
-    ``engine.paired.ContentionMonitor`` counts everything outside this process as competition, so a
-    DataLoader's worker processes (children, or grandchildren through a forkserver) would read as
-    "others". Here a thread samples the descendants' CPU times every ``interval_s``; what a worker
-    spends between its last sample and its exit is missed (at most ``interval_s`` per worker).
-    """
-
-    def __init__(self, interval_s: float = 0.2) -> None:
-        self.interval_s = interval_s
-        self.load: CpuLoad | None = None
-        self._proc = psutil.Process()
-        self._first: dict[tuple[int, float], float] = {}
-        self._last: dict[tuple[int, float], float] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._t0 = self._busy0 = self._own0 = 0.0
-
-    def _sample(self, initial: bool = False) -> None:
-        try:
-            children = self._proc.children(recursive=True)
-        except psutil.Error:
-            return
-        for child in children:
-            try:
-                key = (child.pid, child.create_time())
-                cpu = _cpu_s(child)
-            except psutil.Error:  # exited meanwhile
-                continue
-            self._first.setdefault(key, cpu if initial else 0.0)
-            self._last[key] = cpu
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
-    def __enter__(self) -> TreeContentionMonitor:
-        self._sample(initial=True)
-        self._t0 = time.perf_counter()
-        self._busy0 = _system_busy_s()
-        self._own0 = _cpu_s(self._proc)
-        self._thread = threading.Thread(target=self._run, name="tree-contention", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
-        wall = max(time.perf_counter() - self._t0, 1e-9)
-        busy = _system_busy_s() - self._busy0
-        ours = max(_cpu_s(self._proc) - self._own0, 0.0) + sum(
-            max(self._last[k] - self._first[k], 0.0) for k in self._last)
-        self.load = CpuLoad(wall, ours / wall, max(busy - ours, 0.0) / wall, psutil.cpu_count() or 1)
+def TreeContentionMonitor(interval_s: float = 0.2) -> ContentionMonitor:  # noqa: N802 - reads as a class
+    """The engine's monitor counting this process's descendants (loader workers, GUI children) as ours."""
+    return ContentionMonitor(include_children=True, interval_s=interval_s)
 
 
 # ------------------------------------------------------------------------------------ alternated runs

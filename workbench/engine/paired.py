@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -123,17 +124,49 @@ class CpuLoad:
 class ContentionMonitor:
     """Measures how much CPU other processes took while a block ran (a context manager).
 
-    It reads two counters at entry and exit (the system's busy time and this process's CPU time),
-    so it costs nothing while the block runs and needs no sampling thread. ``load`` is set on exit;
-    ``snapshot()`` gives the load so far while still inside the block.
+    Without ``include_children`` it reads two counters at entry and exit (the system's busy time and
+    this process's CPU time), so it costs nothing while the block runs. With ``include_children``
+    (a block that starts DataLoader workers, which are children or, through a forkserver,
+    grandchildren) a small thread samples the descendants' CPU time every ``interval_s`` so their
+    work counts as ours, not as competition; what a worker spends between its last sample and its
+    exit is missed (at most ``interval_s`` per worker). ``load`` is set on exit; ``snapshot()`` gives
+    the load so far while still inside the block.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, include_children: bool = False, interval_s: float = 0.2) -> None:
         self._proc = psutil.Process()
         self.load: CpuLoad | None = None
         self._t0 = self._busy0 = self._own0 = 0.0
+        self.include_children = include_children
+        self.interval_s = interval_s
+        self._first: dict[tuple[int, float], float] = {}
+        self._last: dict[tuple[int, float], float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample_children(self, initial: bool = False) -> None:
+        try:
+            children = self._proc.children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
+            try:
+                key = (child.pid, child.create_time())
+                cpu = _own_cpu_s(child)
+            except psutil.Error:  # exited meanwhile
+                continue
+            self._first.setdefault(key, cpu if initial else 0.0)
+            self._last[key] = cpu
+
+    def _sample_loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample_children()
 
     def __enter__(self) -> ContentionMonitor:
+        if self.include_children:
+            self._sample_children(initial=True)
+            self._thread = threading.Thread(target=self._sample_loop, name="contention-monitor", daemon=True)
+            self._thread.start()
         self._t0 = time.perf_counter()
         self._busy0 = _system_busy_s()
         self._own0 = _own_cpu_s(self._proc)
@@ -142,11 +175,16 @@ class ContentionMonitor:
     def snapshot(self) -> CpuLoad:
         wall = max(time.perf_counter() - self._t0, 1e-9)
         busy = _system_busy_s() - self._busy0
-        own = _own_cpu_s(self._proc) - self._own0
+        own = max(_own_cpu_s(self._proc) - self._own0, 0.0)
+        own += sum(max(self._last[k] - self._first[k], 0.0) for k in self._last)
         # Counters tick at 10 ms: tiny negative differences are rounding, not negative load.
-        return CpuLoad(wall, max(own, 0.0) / wall, max(busy - own, 0.0) / wall, psutil.cpu_count() or 1)
+        return CpuLoad(wall, own / wall, max(busy - own, 0.0) / wall, psutil.cpu_count() or 1)
 
     def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5.0)
+            self._sample_children()
         self.load = self.snapshot()
 
 

@@ -695,7 +695,7 @@ def run_sweep(
                     rep.log(f"sweep: {sweep['budget']['message']}")
                 store.update_summary(run_id, summary)
             if spec.workers is not None:
-                with ContentionMonitor() as loader_load:
+                with ContentionMonitor(include_children=True) as loader_load:  # workers are ours
                     sweep["loader"] = loader_sweep(recipe, spec, module=module, reporter=rep, cancel=cancel)
                 ld = sweep["loader"]
                 assert loader_load.load is not None
