@@ -250,6 +250,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             table.add_row(runtime, str(st["batch_size"]), f"{st['p50_ms']:.3f}", f"{st['p95_ms']:.3f}",
                           f"{st['p99_ms']:.3f}", f"{lo:.3f}–{hi:.3f}", f"{st['throughput']:,.0f}")
     Console().print(table)
+    for note in result.get("notes") or []:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.cli import add_command, fail
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, short
 
 
 def _configure_export(p: argparse.ArgumentParser) -> None:
@@ -158,10 +158,21 @@ def _calibration_from(path: str, shape: tuple[int, ...], samples: int, batch: in
 
     p = Path(path).expanduser()
     if p.suffix.lower() == ".npy":
+        from workbench.engine.fileio import regular_file
+
+        regular_file(p, "calibration file", "give a .npy array of model inputs, an .npz/.csv file or an image folder")
         try:
             x = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise WorkbenchError(f"{p}: cannot read .npy calibration inputs ({exc})") from None
+        except ValueError as exc:
+            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                raise WorkbenchError(f"{p}: refused: the array holds Python objects (dtype=object), which were not "
+                                     "loaded because that could run code; save a numeric array with np.save") from None
+            raise WorkbenchError(f"--calib {p}: cannot read .npy calibration inputs ({short(str(exc))})") from None
+        except OSError as exc:
+            raise WorkbenchError(f"--calib {p}: cannot read .npy calibration inputs ({short(str(exc))})") from None
+        if x.dtype.kind not in "biuf" or x.ndim < 2:
+            raise WorkbenchError(f"--calib {p}: calibration array has dtype {x.dtype} and shape {list(x.shape)}; "
+                                 f"give numeric model inputs [N, {', '.join(map(str, shape))}]")
         if tuple(x.shape[1:]) != tuple(shape):
             raise WorkbenchError(f"{p}: calibration array has shape {list(x.shape)}; the model takes "
                                  f"[N, {', '.join(map(str, shape))}]")

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from workbench.engine.events import CancelToken, Reporter
+from workbench.engine.models.loaders import load_export_archive, read_onnx
 from workbench.errors import WorkbenchError
 
 __all__ = [
@@ -168,7 +169,7 @@ _DEBUG_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
 def _strip_debug_metadata(path: Path) -> None:
     import onnx
 
-    model = onnx.load(str(path))
+    model = read_onnx(path, external_data=True)
     for node in model.graph.node:
         keep = [p for p in node.metadata_props if p.key not in _DEBUG_METADATA]
         if len(keep) != len(node.metadata_props):
@@ -246,8 +247,10 @@ def verify_onnx(path: Path, reference: Callable[[np.ndarray], np.ndarray], batch
 
 
 def _verify_pt2(path: Path, reference: Callable[[np.ndarray], np.ndarray], batches: Sequence[np.ndarray]) -> ParityReport:
-    program = torch.export.load(str(path))
-    return parity(reference, torch_predict_fn(program.module()), batches)
+    from workbench.engine.models.loaders import exported_module
+
+    program = load_export_archive(path)  # our own file, but through the one safe door all the same
+    return parity(reference, torch_predict_fn(exported_module(program, path)), batches)
 
 
 def _verify_safetensors(module: nn.Module, path: Path, reference: Callable[[np.ndarray], np.ndarray],

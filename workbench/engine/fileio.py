@@ -29,3 +29,26 @@ def atomic_write_with(path: Path, writer: Callable[[Path], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def regular_file(path: str | Path, what: str, hint: str, error: type[Exception] | None = None) -> Path:
+    """``path`` as an existing, non-empty regular file, else one clear error naming it.
+
+    FIFOs, sockets and devices are refused before anything opens them: reading one blocks forever
+    (or never ends, like /dev/zero). ``error`` defaults to ``WorkbenchError``.
+    """
+    from workbench.errors import WorkbenchError
+
+    err = error or WorkbenchError
+    p = Path(path).expanduser()
+    if not str(path).strip():
+        raise err(f"no {what} given; {hint}")
+    if not p.exists():
+        raise err(f"{p}: {what} not found; {hint}")
+    if p.is_dir():
+        raise err(f"{p}: is a folder, not a {what}; {hint}")
+    if not p.is_file():
+        raise err(f"{p}: not a regular file (a pipe, socket or device); {hint}")
+    if p.stat().st_size == 0:
+        raise err(f"{p}: {what} is empty; {hint}")
+    return p

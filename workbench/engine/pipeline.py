@@ -160,6 +160,13 @@ def run_recipe(
         summary["status"] = "completed"
         store.finish_run(run_id, "completed", summary)
         return RunOutcome(run_id, "completed", summary)
+    except KeyboardInterrupt:  # Ctrl-C in the CLI: the user cancelled; record it, then let the caller exit
+        record_unfinished_run(store, run_id, summary, rep, Cancelled())
+        raise
+    except SystemExit as exc:  # user model code called sys.exit(): a failed run, not a dead process
+        code = f"sys.exit({exc.code!r})" if exc.code is not None else "sys.exit()"
+        return record_unfinished_run(store, run_id, summary, rep, WorkbenchError(
+            f"model code called {code} during the run; remove that call from the model file"))
     except Exception as exc:
         return record_unfinished_run(store, run_id, summary, rep, exc)
     finally:
@@ -411,9 +418,9 @@ def _file_size(path: Path) -> int:
     """Size of an ONNX model including external data files in its folder that it references."""
     size = path.stat().st_size
     try:
-        import onnx
+        from workbench.engine.models.loaders import read_onnx
 
-        model = onnx.load(str(path), load_external_data=False)
+        model = read_onnx(path)
         locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
         size += sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).exists())
     except Exception:  # size of the main file is still a true lower bound

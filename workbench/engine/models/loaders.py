@@ -4,14 +4,23 @@ Every user mistake (missing file, folder, corrupt or truncated file, wrong kind 
 content, class not found, constructor error, shape mismatch) becomes a one-line
 ``ModelLoadError`` naming the file and saying what would work; no raw traceback escapes.
 
-Safety: ``.pt``/``.pth`` weights are read with ``torch.load(weights_only=True)``, so a file holding
-pickled code is refused without running it; ONNX external data must stay inside the model's folder.
-``torch.export.load`` itself unpickles parts of a .pt2 with ``weights_only=False`` (and would load
-AOTInductor libraries), so a .pt2 is scanned first and refused unless all of it is plain data.
-``torch.jit.load`` has no safe mode (torch warns crafted TorchScript can run code), so, like a
-``python`` source, a TorchScript file must come from someone the user trusts.
-A ``python`` source *does* execute the given .py file: that is the point of it, and the user chose
-the file.
+Model file policy (this module is the ONE place that opens model files; every path that reads
+one: runs, ``bench``, ``quantize``, ``export``, the distillation teacher, sensitivity analysis,
+reports, sweeps and the GUI panels, goes through the functions below, and a test forbids raw
+``torch.load``/``torch.export.load``/``torch.jit.load``/``onnx.load`` calls anywhere else):
+
+* Data only, never executed: ``.safetensors``; ``.pt``/``.pth``/``.bin`` weights, read with
+  ``torch.load(weights_only=True)`` (pickled Python objects are refused without running them).
+* Scanned, then loaded: ``.pt2`` torch.export archives. ``torch.export.load`` unpickles parts of an
+  archive with ``weights_only=False`` (and would load AOTInductor libraries), so every pickled
+  member must also load with ``weights_only=True``, and archives with compiled code or custom
+  objects are refused (``load_export_archive``).
+* Checked, then loaded: ONNX. External data must stay inside the model's folder (no absolute
+  paths, no ``..``), checked before the ONNX checker or onnxruntime reads a byte of it.
+* Trusted like code: a ``.py`` model file is imported (that is the point of it) and TorchScript
+  has no safe mode (torch warns crafted TorchScript can run code). Only use files from people you
+  trust. ``SystemExit``/``KeyboardInterrupt`` raised by such code become a one-line error.
+* Every path must be an existing, non-empty regular file (a FIFO or device would block forever).
 
 Trainable rules (``LoadedModel.trainable``):
 
@@ -98,8 +107,18 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
-def _check_file(path: str | Path, what: str, hint: str) -> Path:
-    """Resolve ``path`` and make sure it is an existing, non-empty regular file."""
+def _exit_call(exc: BaseException) -> str:
+    """How user code tried to stop the process, for a one-line error (we never let it)."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})" if exc.code is not None else "called sys.exit()"
+    return "raised KeyboardInterrupt"
+
+
+def check_model_path(path: str | Path, what: str, hint: str) -> Path:
+    """Resolve ``path`` and make sure it is an existing, non-empty regular file.
+
+    A FIFO, socket or device is refused before anything opens it: reading one blocks forever.
+    """
     if not str(path).strip():
         raise ModelLoadError(f"no {what} path given; {hint}")
     p = Path(path).expanduser()
@@ -108,7 +127,7 @@ def _check_file(path: str | Path, what: str, hint: str) -> Path:
     if p.is_dir():
         raise ModelLoadError(f"{p}: is a folder, not a {what}; {hint}")
     if not p.is_file():
-        raise ModelLoadError(f"{p}: not a regular file; {hint}")
+        raise ModelLoadError(f"{p}: not a regular file (a pipe, socket or device); {hint}")
     if p.stat().st_size == 0:
         raise ModelLoadError(f"{p}: file is empty; {hint}")
     return p
@@ -190,6 +209,10 @@ def _import_file(path: Path) -> Any:
         raise ModelLoadError(
             f"{path}: syntax error at line {exc.lineno}: {exc.msg}; fix the file so `python {path.name}` runs"
         ) from None
+    except (SystemExit, KeyboardInterrupt) as exc:
+        sys.modules.pop(name, None)
+        raise ModelLoadError(f"{path}: importing it {_exit_call(exc)}; put script code under "
+                             "`if __name__ == \"__main__\":` so importing the file only defines the model") from None
     except Exception as exc:
         sys.modules.pop(name, None)
         raise ModelLoadError(f"{path}: importing it failed with {_first_line(exc)}") from None
@@ -206,7 +229,7 @@ def _load_python(section: ModelSection, num_classes: int, input_shape: tuple[int
     If the constructor has a ``num_classes`` parameter and kwargs do not set it, the data's class
     count is passed. With no ``class_name``, the file's only nn.Module subclass is used.
     """
-    path = _check_file(section.path, "Python model file", "give a .py file defining an nn.Module class")
+    path = check_model_path(section.path, "Python model file", "give a .py file defining an nn.Module class")
     if path.suffix != ".py":
         raise ModelLoadError(f"{path}: expected a .py file for model.source = 'python'")
     mod = _import_file(path)
@@ -238,6 +261,8 @@ def _load_python(section: ModelSection, num_classes: int, input_shape: tuple[int
         pass
     try:
         module = obj(**kwargs)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise ModelLoadError(f"{path}: {name}(...) {_exit_call(exc)} instead of returning a model") from None
     except Exception as exc:
         raise ModelLoadError(
             f"{path}: {name}(**{kwargs}) failed with {_first_line(exc)}; check model.kwargs"
@@ -247,9 +272,14 @@ def _load_python(section: ModelSection, num_classes: int, input_shape: tuple[int
     return LoadedModel(module, "python", input_shape, num_classes, description=f"{name} from {path.name}")
 
 
-def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
-    hint = "save one with torch.jit.save(torch.jit.script(model), path)"
-    path = _check_file(path_str, "TorchScript file", hint)
+TORCHSCRIPT_HINT = "save one with torch.jit.save(torch.jit.script(model), path)"
+EXPORT_HINT = "save one with torch.export.save(torch.export.export(model, (example,)), 'model.pt2')"
+ONNX_HINT = "export one with torch.onnx.export(model, (example,), 'model.onnx', dynamo=True)"
+
+
+def load_torchscript_file(path_str: str | Path, hint: str = TORCHSCRIPT_HINT) -> Any:
+    """``torch.jit.load`` a TorchScript archive (trusted like code: TorchScript has no safe mode)."""
+    path = check_model_path(path_str, "TorchScript file", hint)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(
             f"{path}: not a TorchScript archive (not a zip; truncated or another format); {hint}"
@@ -257,7 +287,7 @@ def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, .
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)  # the user chose TorchScript
-            module = torch.jit.load(str(path), map_location="cpu")
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         text = str(exc)
         if "constants.pkl" in text or "code/" in text:
@@ -266,9 +296,12 @@ def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, .
                 "or use it as model.weights with a zoo/python model"
             ) from None
         raise ModelLoadError(f"{path}: cannot load TorchScript ({_first_line(exc)}); {hint}") from None
-    return LoadedModel(
-        module, "torchscript", input_shape, num_classes, description=f"TorchScript {path.name}"
-    )
+
+
+def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
+    module = load_torchscript_file(path_str)
+    name = Path(path_str).expanduser().name
+    return LoadedModel(module, "torchscript", input_shape, num_classes, description=f"TorchScript {name}")
 
 
 def _check_pt2_safe(path: Path, zf: zipfile.ZipFile) -> None:
@@ -313,9 +346,9 @@ def _require_weights_only(data: bytes, path: Path, member: str) -> None:
         ) from None
 
 
-def _load_export(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
-    hint = "save one with torch.export.save(torch.export.export(model, (example,)), 'model.pt2')"
-    path = _check_file(path_str, "torch.export archive", hint)
+def load_export_archive(path_str: str | Path, hint: str = EXPORT_HINT) -> Any:
+    """``torch.export.load`` a .pt2 archive, after refusing anything that would run code (see module doc)."""
+    path = check_model_path(path_str, "torch.export archive", hint)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(
             f"{path}: not a torch.export archive (not a zip; truncated or another format); {hint}"
@@ -327,22 +360,37 @@ def _load_export(path_str: str, num_classes: int, input_shape: tuple[int, ...]) 
                     f"{path}: not a torch.export archive (looks like a torch.save or TorchScript file); {hint}"
                 )
             _check_pt2_safe(path, zf)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError, EOFError) as exc:
         raise ModelLoadError(f"{path}: corrupt torch.export archive ({_first_line(exc)}); {hint}") from None
     try:
-        with _quiet_logger("torch.export"):  # it logs a full traceback before raising
-            program = torch.export.load(str(path))
-        module = program.module()
+        with _quiet_logger("torch.export"), _quiet_logger("torch.serialization"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecation notes, not the user's
+            return torch.export.load(str(path))  # it logs a full traceback before raising: hence the quiet
     except Exception as exc:
         raise ModelLoadError(
             f"{path}: cannot load torch.export archive ({_first_line(exc)}); {hint}"
         ) from None
+
+
+def exported_module(program: Any, path: Path) -> nn.Module:
+    """``program.module()`` with nn.Module's own ``train()``/``eval()`` (see "Trainable rules")."""
+    try:
+        module = program.module()
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot build a module from this torch.export archive "
+                             f"({_first_line(exc)}); {EXPORT_HINT}") from None
     # .module() makes train()/eval() raise NotImplementedError. The rest of the engine calls
     # model.eval() on every model, so restore nn.Module's methods: they only flip the `training`
     # flags, the graph keeps the behaviour it was exported with (export in eval mode).
     for attr in ("train", "eval"):
         if attr in vars(module):
             delattr(module, attr)
+    return module
+
+
+def _load_export(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
+    path = Path(path_str).expanduser()
+    module = exported_module(load_export_archive(path), path)
     return LoadedModel(module, "export", input_shape, num_classes, description=f"torch.export {path.name}")
 
 
@@ -413,27 +461,46 @@ def _onnx_value_dims(value: Any) -> tuple[int | None, ...] | None:
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim)
 
 
-def read_onnx(path: Path) -> Any:
-    """``onnx.load`` without external data, with every failure as a ModelLoadError."""
+def read_onnx(path: str | Path, external_data: bool = False) -> Any:
+    """Read an ONNX graph with every failure as a ModelLoadError.
+
+    Without ``external_data`` only the protobuf is parsed. With it, the external data files are
+    checked to lie inside the model's folder *before* they are read, then loaded.
+    """
     import onnx
 
+    p = check_model_path(path, "ONNX file", ONNX_HINT)
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
         raise ModelLoadError(
-            f"{path}: not a valid ONNX file (truncated or another format: {_first_line(exc)}); "
-            "export one with torch.onnx.export(model, (example,), 'model.onnx', dynamo=True)"
+            f"{p}: not a valid ONNX file (truncated or another format: {_first_line(exc)}); {ONNX_HINT}"
         ) from None
+    if external_data and onnx_external_files(model, p):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, str(p.resolve().parent))
+        except Exception as exc:
+            raise ModelLoadError(f"{p}: cannot read its external data ({_first_line(exc)})") from None
+    return model
+
+
+def checked_onnx(path: str | Path) -> Any:
+    """The ONNX graph (no external data loaded) after every safety check (external data in its folder)."""
+    p = check_model_path(path, "ONNX file", ONNX_HINT)
+    model = read_onnx(p)
+    onnx_external_files(model, p)
+    return model
 
 
 def _load_onnx(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
     """Validate an ONNX file (no torch module is built) and read its input/output shapes."""
     import onnx
 
-    hint = "export one with torch.onnx.export(model, (example,), 'model.onnx', dynamo=True)"
-    path = _check_file(path_str, "ONNX file", hint)
-    model = read_onnx(path)
-    onnx_external_files(model, path)  # safety first: before the checker touches any data file
+    hint = ONNX_HINT
+    path = check_model_path(path_str, "ONNX file", hint)
+    model = checked_onnx(path)  # safety first: before the checker touches any data file
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
@@ -472,7 +539,12 @@ def _load_onnx(path_str: str, num_classes: int, input_shape: tuple[int, ...]) ->
 # --------------------------------------------------------------------------------------------
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+WEIGHTS_HINT = "give a .safetensors or .pt/.pth state_dict file"
+
+
+def read_state_dict(path_str: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: safetensors, or ``torch.load(weights_only=True)`` (no code runs)."""
+    path = check_model_path(path_str, "weights file", WEIGHTS_HINT)
     hint = "save weights with safetensors or torch.save(model.state_dict(), path)"
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
@@ -541,9 +613,9 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     ``.pt`` files are read with ``weights_only=True``: anything but tensors and plain containers is
     refused and never executed.
     """
-    p = _check_file(path, "weights file", "give a .safetensors or .pt/.pth state_dict file")
+    p = check_model_path(path, "weights file", WEIGHTS_HINT)
     target = module.state_dict()
-    sd = _strip_prefixes(_read_state_dict(p), set(target))
+    sd = _strip_prefixes(read_state_dict(p), set(target))
     # tied weights (saved once by safetensors' save_model) may be missing under their alias
     by_storage: dict[tuple[int, int], set[str]] = {}
     for k, v in target.items():
@@ -634,6 +706,8 @@ def check_model_data_compat(loaded: LoadedModel, num_classes: int, input_shape: 
         module.eval()
         with torch.no_grad():
             out = module(torch.zeros((2, *shape), dtype=dtype, device=device))
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise ModelLoadError(f"model {name}: its forward {_exit_call(exc)}; a model must return logits") from None
     except Exception as exc:
         raise ModelLoadError(
             f"model {name} {_first_layer_hint(module)} but data gives {_shape_str(shape)} "
