@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from workbench.cli import CliReporter, add_command
+from workbench.cli import CliReporter, add_command, plain_console
 
 
 def _ratio(text: str) -> float:
@@ -52,7 +52,6 @@ def handler(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result.to_dict(), "suggested_skip_layers": suggested}))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"Pruning sensitivity: {result.model}, {result.ratio:.0%} of channels per group "
@@ -64,7 +63,7 @@ def handler(args: argparse.Namespace) -> int:
         style = "red" if r.drop > args.max_drop else None
         table.add_row(r.group, r.type, str(r.coupled_layers), str(r.channels), str(r.channels_removed),
                       f"{r.params_removed:,}", f"{r.accuracy:.2%}", f"{r.drop:+.2f}", style=style)
-    console = Console()
+    console = plain_console()
     console.print(table)
     if suggested:
         console.print(f"suggested: [prune] skip_layers = {json.dumps(suggested)}  (drop > {args.max_drop:g} points)")

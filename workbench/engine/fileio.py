@@ -52,3 +52,35 @@ def regular_file(path: str | Path, what: str, hint: str, error: type[Exception] 
     if p.stat().st_size == 0:
         raise err(f"{p}: {what} is empty; {hint}")
     return p
+
+
+def check_output_file(path: str | Path, flag: str, force: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written or would silently replace a file.
+
+    ``flag`` names the option in messages (e.g. ``--out``). A folder, something that is not a regular
+    file, an existing file without ``force``, a parent that is a file, or a place this process may not
+    write are each one ``WorkbenchError``. Missing parent folders are fine (created when writing).
+    """
+    from workbench.errors import WorkbenchError, short
+
+    p = Path(path).expanduser()
+    where = f"{flag} {short(p)}"
+    try:
+        if p.is_dir():
+            raise WorkbenchError(f"{where}: is a folder; give a file path, e.g. {short(p / 'report.html')}")
+        if p.exists() and not p.is_file():
+            raise WorkbenchError(f"{where}: not a regular file (a pipe, socket or device); give a file path")
+        if p.exists() and not force:
+            raise WorkbenchError(f"{where}: already exists; pass --force to replace it, or choose another path")
+        ancestor = p.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise WorkbenchError(f"{where}: {short(ancestor)} is a file, not a folder; choose a path inside a folder")
+        fd, probe = tempfile.mkstemp(prefix=".wb-write-check-", dir=ancestor)  # os.access lies for root and ACLs
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise WorkbenchError(f"{where}: cannot write there ({exc.strerror or type(exc).__name__}); "
+                             "choose a folder you can write to") from None
+    return p

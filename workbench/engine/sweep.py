@@ -41,7 +41,7 @@ from torch import nn
 from workbench.engine.bench import bench_torch, cuda_sync_for, fixed_threads, time_callable
 from workbench.engine.diagnose import loader_verdict
 from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_warnings
-from workbench.engine.pipeline import RunOutcome, environment, record_unfinished_run
+from workbench.engine.pipeline import RunOutcome, environment, record_process_exit, record_unfinished_run
 from workbench.engine.precision import (
     PrecisionPlan,
     make_scaler,
@@ -698,6 +698,8 @@ def run_sweep(
         summary["status"] = "completed"
         store.finish_run(run_id, "completed", summary)
         return SweepOutcome(run_id, "completed", summary)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return record_process_exit(store, run_id, summary, rep, exc)
     except Exception as exc:
         return record_unfinished_run(store, run_id, summary, rep, exc)
     finally:
@@ -732,5 +734,4 @@ def _load(recipe: Recipe, summary: dict[str, Any], rep: Reporter,
 
 
 def _model_label(recipe: Recipe) -> str:
-    m = recipe.model
-    return m.zoo if m.source == "zoo" else f"{m.source}:{m.path.rsplit('/', 1)[-1]}"
+    return recipe.model.label

@@ -110,8 +110,11 @@ class ModelPanel(RecipePanel):
         self.add_path("path", "Model file", "The model file for a non-zoo source. Only load files you trust: "
                       "a .py file runs code when imported.", file_filter=self._file_filter,
                       placeholder="path to .py / .ts / .pt2 / .onnx")
-        self.add_text("class_name", "Class name", "The nn.Module class inside the .py file to instantiate.",
-                      placeholder="e.g. MyNet (empty: the only nn.Module in the file)")
+        self.add_text("class_name", "Class name", "The nn.Module class in the .py file, or a factory function "
+                      "that returns one (e.g. ResNet18 in classic CIFAR code). Factories are recognised without "
+                      "running them (annotated -> nn.Module, or returning a module they build); other functions "
+                      "are never called. A typo gets close-match suggestions.",
+                      placeholder="e.g. MyNet or ResNet18 (empty: the only nn.Module class in the file)")
         self.add_json("kwargs", "Constructor kwargs", "Keyword arguments for the model's constructor, as a JSON "
                       "object (zoo or .py). Lets you try a deeper or wider variant without editing code.")
         self.add_path("weights", "Weights", "Start from these weights: .safetensors (safe), a .pt state dict "
