@@ -989,6 +989,21 @@ def _(c: Ctx) -> list[str]:
             str(c.write("cal.npy", b"\x93NUMPY garbage"))]
 
 
+@case("quantize dynamic fails mid-way: no MatMul or Conv", "dynamic INT8 quantizes MatMul", "method = 'static'")
+def _(c: Ctx) -> list[str]:
+    """Fails after pre-processing has written its intermediate: nothing may be left next to --out."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "relu",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(c.d / "relu.onnx"))
+    return ["quantize", str(c.d / "relu.onnx"), "--method", "dynamic", "--out", str(c.d / "out" / "q.onnx")]
+
+
 @case("quantize --data with the wrong kind", "d.txt", "--data takes")
 def _(c: Ctx) -> list[str]:
     return ["quantize", str(tiny_onnx(c.d / "m.onnx")), "--data", str(c.write("d.txt", "x"))]
@@ -1168,6 +1183,11 @@ def _(c: Ctx) -> list[str]:
 @case("sensitivity --ratio abc", "--ratio", "'abc'")
 def _(c: Ctx) -> list[str]:
     return ["sensitivity", str(recipe(c)), "--ratio", "abc"]
+
+
+@case("sensitivity --max-drop -1", "--max-drop", "between 0 and 100")
+def _(c: Ctx) -> list[str]:
+    return ["sensitivity", str(recipe(c)), "--max-drop", "-1"]
 
 
 @case("sensitivity an onnx model", "needs a PyTorch model")

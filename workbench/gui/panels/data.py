@@ -6,6 +6,7 @@ built-in set the first time), debounced so typing a path does not start a job pe
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 
@@ -138,7 +139,8 @@ class DataPanel(RecipePanel):
     def _on_error(self, job: int, message: str) -> None:
         if self.host is not None and self.host.jobs.is_current(job):
             self.thumbs.clear()
-            self.preview_status.setText(f"<span style='color:#b3261e'>Cannot read the data: {message}</span>")
+            self.preview_status.setText(f"<span style='color:#b3261e'>Cannot read the data: "
+                                        f"{html.escape(message)}</span>")  # user text: never markup
 
     def _on_previews(self, job: int, result: object) -> None:
         if result is None or self.host is None or not self.host.jobs.is_current(job):

@@ -7,6 +7,7 @@ counting its FLOPs can take seconds.
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,7 @@ class ModelPanel(RecipePanel):
         if self.host is not None and self.host.jobs.is_current(job):
             self.summary = None
             self.summary_status.setText(f"<span style='color:#b3261e'>Cannot summarise this model: "
-                                        f"{message}</span>")
+                                        f"{html.escape(message)}</span>")  # user text: never markup
             self.summary_label.clear()
             self.layer_table.setRowCount(0)
 
