@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from workbench import RESOURCES
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, short
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -35,9 +37,58 @@ def quickstart_recipe_path() -> Path:
     return RESOURCES / "recipes" / "quickstart.toml"
 
 
+#: A safety net for one error line; values inside it are already cut to ``errors.MAX_VALUE_CHARS``.
+MAX_ERROR_LINE = 1000
+
+
 def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    """Print one ``error:`` line on stderr (first line of ``message``, cut to a sane length); exit code 2."""
+    print(f"error: {error_line(message)}", file=sys.stderr)
     return EXIT_USER_ERROR
+
+
+def error_line(message: str) -> str:
+    line = next((ln for ln in str(message).splitlines() if ln.strip()), str(message)).strip()
+    return short(line, MAX_ERROR_LINE)
+
+
+def plain_console(stderr: bool = False) -> Any:
+    """A rich Console that prints user text literally: no markup, emoji codes or highlighting.
+
+    Run names, file names and error messages can contain ``[...]`` or ``:name:``; as markup they
+    would be mangled or raise ``MarkupError``. Style whole lines with ``style=`` instead.
+    """
+    from rich.console import Console
+
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{short(text)!r}: expected an integer >= {minimum}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= {minimum}")
+    return value
+
+
+class _OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse with one ``error:`` line and exit code 2 (no usage block, long values cut)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {error_line(message)}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
 
 
 def int_list(text: str, minimum: int = 1, example: str = "1,8,64") -> list[int]:
@@ -45,23 +96,29 @@ def int_list(text: str, minimum: int = 1, example: str = "1,8,64") -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. {example}") from None
+        raise argparse.ArgumentTypeError(f"{short(text)!r}: expected comma-separated integers, e.g. {example}") from None
     if not values or any(v < minimum for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected integers >= {minimum}, e.g. {example}")
+        raise argparse.ArgumentTypeError(f"{short(text)!r}: expected integers >= {minimum}, e.g. {example}")
     return values
 
 
 
 class CliReporter:
-    """Rich progress bar + log lines on stderr (stdout stays clean for --json)."""
+    """Rich progress bar + log lines on stderr (stdout stays clean for --json).
+
+    Log text is printed literally (never as markup). Error-level lines are kept, not printed: the
+    command prints a failed run's error once, itself. Library ``FutureWarning``/``DeprecationWarning``
+    notes relayed from a run go to the debug log (once each), not into the user's output.
+    """
 
     def __init__(self, quiet: bool = False) -> None:
-        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.console = Console(stderr=True)
+        self.console = plain_console(stderr=True)
         self.quiet = quiet
-        self.progress_bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+        self.errors: list[str] = []
+        self._noise_seen: set[str] = set()
+        self.progress_bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
                                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                                      TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
                                      disable=quiet, transient=True)
@@ -92,10 +149,31 @@ class CliReporter:
     def metrics(self, stage: str, step: int, values: Mapping[str, float], t: float | None = None) -> None: ...
 
     def log(self, message: str, level: str = "info") -> None:
-        if self.quiet and level not in ("warning", "error"):
+        if level == "error":
+            self.errors.append(message)
             return
-        style = {"warning": "yellow", "error": "bold red"}.get(level, "dim")
-        self.console.print(f"[{style}]{message}[/{style}]", highlight=False, markup=True)
+        if level == "warning" and message.startswith(LIBRARY_NOISE):
+            if message not in self._noise_seen:
+                self._noise_seen.add(message)
+                logging.getLogger("workbench").debug("library warning: %s", message)
+            return
+        if self.quiet and level != "warning":
+            return
+        self.console.print(short(message, MAX_ERROR_LINE), style="yellow" if level == "warning" else "dim")
+
+
+#: Relayed warnings that are a library's note to its own users, not about the user's input.
+LIBRARY_NOISE = ("FutureWarning:", "DeprecationWarning:", "PendingDeprecationWarning:")
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the CLI: library deprecation notes to the debug log, others one line."""
+    if issubclass(category, DeprecationWarning | PendingDeprecationWarning | FutureWarning):
+        logging.getLogger("workbench").debug("library warning: %s: %s (%s:%s)", category.__name__, message,
+                                             filename, lineno)
+        return
+    print(f"warning: {category.__name__}: {short(message, MAX_ERROR_LINE)}", file=sys.stderr)
 
 
 def _fmt(v: Any, kind: str = "") -> str:
@@ -118,15 +196,13 @@ ROWS = [("accuracy", "Eval accuracy", "pct"), ("train_samples_per_s", "Training 
 
 def print_summary(summary: Mapping[str, Any]) -> None:
     """The run's table (like with like: latency and throughput at one batch size each) and its speedup lines."""
-    from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     from workbench.engine.comparison import compare_run_to_baseline, measured_cases, speedup_sentence
 
-    console = Console()
+    console = plain_console()
     final, baseline = summary.get("final") or {}, summary.get("baseline")
-    table = Table(title=escape(f"Run {summary.get('run_id')}: {summary.get('name', '')} — {summary.get('status', '')}"))
+    table = Table(title=f"Run {summary.get('run_id')}: {summary.get('name', '')} — {summary.get('status', '')}")
     table.add_column("Metric")
     if baseline:
         table.add_column("Baseline", justify="right")
@@ -163,15 +239,14 @@ def print_summary(summary: Mapping[str, Any]) -> None:
         table.add_row(*([label, before, after, change] if baseline else [label, after]))
     console.print(table)
     if isinstance(speedup, Mapping) and speedup.get("paired"):
-        console.print(escape(f"Speedup, paired: {speedup_sentence({**speedup, 'reliable': True})}"), highlight=False)
+        console.print(f"Speedup, paired: {speedup_sentence({**speedup, 'reliable': True})}")
         if not speedup.get("reliable"):
-            console.print(f"[yellow]{escape('Unreliable measurement: ' + str(speedup.get('reason')))}[/yellow]",
-                          highlight=False)
+            console.print(f"Unreliable measurement: {speedup.get('reason')}", style="yellow")
     elif cmp is not None and summary.get("stages"):
-        console.print(f"[yellow]{escape(cmp['caveat'])}[/yellow]", highlight=False)
+        console.print(cmp["caveat"], style="yellow")
     for stage in summary.get("stages") or []:
         if stage.get("note"):
-            console.print(f"[yellow]{escape(stage['name'] + ': ' + str(stage['note']))}[/yellow]", highlight=False)
+            console.print(f"{stage['name']}: {stage['note']}", style="yellow")
 
 
 def _ratio_cell(cmp: Mapping[str, Any] | None, key: str, word: str) -> str:
@@ -227,7 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.status == "cancelled":
         return EXIT_CANCELLED
     if outcome.status == "failed":
-        print(f"error: {outcome.error}", file=sys.stderr)
+        print(f"error: {error_line(outcome.error)}", file=sys.stderr)
         if outcome.traceback_path is not None:
             return EXIT_INTERNAL_ERROR
         return EXIT_USER_ERROR
@@ -235,7 +310,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from workbench.engine.store import RunStore
@@ -253,7 +327,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_row(str(r.id), r.name, r.model, ", ".join(r.techniques), r.status, _fmt(f.get("accuracy"), "pct"),
                       _fmt(f.get("latency_ms_p50")), _fmt(f.get("throughput")),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)))
-    Console().print(table)
+    plain_console().print(table)
     return 0
 
 
@@ -282,7 +356,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, default=str))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{args.model}: input {result['input_shape']}")
@@ -293,17 +366,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             lo, hi = st["ci95_median_ms"]
             table.add_row(runtime, str(st["batch_size"]), f"{st['p50_ms']:.3f}", f"{st['p95_ms']:.3f}",
                           f"{st['p99_ms']:.3f}", f"{lo:.3f}–{hi:.3f}", f"{st['throughput']:,.0f}")
-    console = Console()
+    console = plain_console()
     console.print(table)
-    console.print(f"threads: {result['threads']['reason']}", markup=False, highlight=False)
-    if result["contention"]["contended"]:
-        console.print(f"[yellow]unreliable: other processes used {result['contention']['others_cores']:.2f} CPU "
-                      "cores while timing; re-run on a quiet machine[/yellow]")
+    console.print(f"threads: {result['threads']['reason']}")
+    for note in result.get("notes") or []:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="Acceleration Workbench: make PyTorch models "
+    parser = _OneLineArgumentParser(prog="workbench", description="Acceleration Workbench: make PyTorch models "
                                      "train and run faster, and prove it. With no command, opens the app.")
     parser.add_argument("--screenshot", metavar="DIR", help="render the main window's key states to PNG and exit")
     parser.add_argument("--recipe", metavar="FILE", help="open this recipe in the app")
@@ -330,8 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=int_list, default=[1, 8, 64])
     p.add_argument("--runtimes", default="", help="comma list of eager,compile,onnxruntime (default: what fits)")
     p.add_argument("--shape", default="", help="input shape without batch, e.g. 3,32,32 (for symbolic dims)")
-    p.add_argument("--iters", type=int, default=50)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--iters", type=positive_int, default=50, help="timed calls per batch size (at least 3)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="intra-op threads (0 = all cores)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
@@ -354,24 +426,44 @@ def _load_command_modules() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (argument errors too: 2, with one line on stderr)."""
     _load_command_modules()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, already printed as one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # restored on exit; library deprecation notes stay out of errors
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command is None:
             return launch_app(args)
         return int(args.func(args))
     except WorkbenchError as exc:
-        return fail(str(exc).splitlines()[0])
+        return fail(str(exc))
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except OSError as exc:
+        if exc.filename is None:
+            return _internal_error(exc)
+        # a path the user gave that the OS refuses: too long, no permission, not a folder, ...
+        return fail(f"{short(exc.filename)}: {exc.strerror or type(exc).__name__}")
     except Exception as exc:
-        from workbench.engine.pipeline import log_internal_error
+        return _internal_error(exc)
 
-        path = log_internal_error(exc)
-        print(f"internal error: {type(exc).__name__}: {exc} (full traceback in {path})", file=sys.stderr)
-        return EXIT_INTERNAL_ERROR
+
+def _internal_error(exc: BaseException) -> int:
+    from workbench.engine.pipeline import log_internal_error
+
+    path = log_internal_error(exc)
+    print(f"internal error: {type(exc).__name__}: {error_line(str(exc))} (full traceback in {path})",
+          file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
 
 
 def launch_app(args: argparse.Namespace) -> int:

@@ -19,3 +19,15 @@ class DataLoadError(WorkbenchError):
 
 class Cancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Raised by CancelToken.raise_if_cancelled(); the run is recorded as cancelled."""
+
+
+#: Longest user value quoted in an error line; longer ones are cut (a 600,000-character value once was not).
+MAX_VALUE_CHARS = 200
+
+
+def short(value: object, limit: int = MAX_VALUE_CHARS) -> str:
+    """``str(value)`` cut to ``limit`` characters (with the total length noted) for one-line messages."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"

@@ -14,9 +14,11 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workbench.errors import RecipeError
+from workbench.errors import RecipeError, short
 
 RECIPE_VERSION = 1
+#: A recipe is a page of settings; anything this large is the wrong file.
+MAX_RECIPE_BYTES = 1 << 20
 
 
 class Section(BaseModel):
@@ -24,6 +26,9 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+
+#: Data sources that decode files per sample, where ``data.cache`` does something (arrays live in memory).
+CACHED_SOURCES = ("default", "image_folder")
 
 ZooName = Literal["mlp", "small_cnn", "mobilenet", "resnet", "transformer"]
 
@@ -34,10 +39,21 @@ class ModelSection(Section):
     source: Literal["zoo", "python", "torchscript", "export", "onnx"] = "zoo"
     zoo: ZooName = "small_cnn"
     path: str = Field("", description="Model file for python/torchscript/export/onnx sources.")
-    class_name: str = Field("", description="nn.Module class inside a .py file.")
+    class_name: str = Field("", description="The nn.Module class in a .py file, or a factory function that "
+                            "returns one (e.g. ResNet18); empty: the file's only nn.Module class.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Constructor kwargs (python and zoo).")
     weights: str = Field("", description="Optional .safetensors or .pt (weights_only) or run:ID.")
     width: float = Field(1.0, gt=0.0, le=8.0, description="Zoo width multiplier.")
+
+    @property
+    def label(self) -> str:
+        """How runs, weights and bundles name this model: the zoo name, or the file and class/factory."""
+        if self.source == "zoo":
+            return self.zoo
+        name = Path(self.path).name
+        if self.source == "python" and self.class_name.strip():
+            return f"{self.class_name.strip()} from {name}"
+        return f"{self.source}:{name}"
 
 
 class DataSection(Section):
@@ -47,7 +63,11 @@ class DataSection(Section):
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: int = 0
     image_size: int = Field(32, ge=8, le=1024, description="Images are resized to this square size.")
-    augment: bool = Field(True, description="Random crop with padding + horizontal flip on train split.")
+    augment: bool = Field(True, description="Train-split augmentation on/off; augment_crop and augment_flip "
+                          "pick the kinds.")
+    augment_crop: bool = Field(True, description="Random crop after 4-pixel padding (when augment is on).")
+    augment_flip: bool = Field(False, description="Random horizontal flip (when augment is on). Off by default: a "
+                               "mirror image changes the class of digits, letters and other handed things.")
     normalize: bool = True
     cache: bool = Field(True, description="Keep decoded samples in memory after the first epoch.")
     limit: int = Field(0, ge=0, description="Use at most this many samples (0 = all).")
@@ -57,6 +77,21 @@ class DataSection(Section):
     synthetic_samples: int = Field(2048, ge=8)
     # default source only: samples per class of the generated shapes dataset
     samples_per_class: int = Field(500, ge=20, le=20000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _augment_as_written_before_the_switches(cls, data: Any) -> Any:
+        """A recipe from before augment_crop/augment_flip: ``augment = true`` meant crop + flip, and still does."""
+        if isinstance(data, dict) and "augment" in data and not {"augment_crop", "augment_flip"} & data.keys():
+            data = {**data, "augment_flip": data["augment"]}
+        return data
+
+    @property
+    def augmentations(self) -> list[str]:
+        """The train-time augmentations in effect, e.g. ['crop'] (empty when off)."""
+        if not self.augment:
+            return []
+        return [name for name, on in (("crop", self.augment_crop), ("flip", self.augment_flip)) if on]
 
     @field_validator("synthetic_shape")
     @classmethod
@@ -229,7 +264,7 @@ class Recipe(BaseModel):
             out.append(f"accum{self.batching.grad_accum_steps}")
         if self.loader.num_workers:
             out.append(f"workers{self.loader.num_workers}")
-        if self.data.cache:
+        if self.data.cache and self.data.source in CACHED_SOURCES:
             out.append("cache")
         if self.prune:
             out.append(f"prune-{self.prune.method}-{self.prune.ratio:g}")
@@ -259,7 +294,7 @@ def _format_error(err: ValidationError, source: str) -> str:
         if loc == "recipe":
             lines.append(f"{source}: {msg}")
             continue
-        lines.append(f"{source}: {loc} = {e.get('input')!r}: {msg}")
+        lines.append(f"{source}: {loc} = {short(repr(e.get('input')))}: {short(msg)}")
     return "; ".join(lines)
 
 
@@ -276,7 +311,8 @@ def _allowed_keys(section: str) -> list[str]:
 
 def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
     if "version" in data and data["version"] != RECIPE_VERSION:
-        raise RecipeError(f"{source}: version = {data['version']!r}: this Workbench reads version {RECIPE_VERSION}")
+        raise RecipeError(f"{source}: version = {short(repr(data['version']))}: this Workbench reads version "
+                          f"{RECIPE_VERSION}")
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
@@ -286,16 +322,28 @@ def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a TOML recipe; any problem becomes a one-line ``RecipeError``."""
     p = Path(path)
-    if not p.exists():
-        raise RecipeError(f"{p}: recipe file not found")
-    if p.is_dir():
-        raise RecipeError(f"{p}: is a folder; give a .toml recipe file")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        if not p.exists():
+            raise RecipeError(f"{p}: recipe file not found")
+        if p.is_dir():
+            raise RecipeError(f"{p}: is a folder; give a .toml recipe file")
+        if not p.is_file():  # a FIFO or device would block (or never end) when read
+            raise RecipeError(f"{p}: not a regular file (a pipe, socket or device); give a .toml recipe file")
+        if p.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{p}: {p.stat().st_size:,} bytes is far too large for a recipe (at most "
+                              f"{MAX_RECIPE_BYTES:,}); give a .toml recipe file")
+        text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise RecipeError(f"{p}: not a text file; a recipe is UTF-8 TOML") from None
+    except OSError as exc:
+        raise RecipeError(f"{short(p)}: cannot read the recipe ({exc.strerror or type(exc).__name__})") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{p}: invalid TOML: {exc}") from None
+        raise RecipeError(f"{p}: invalid TOML: {short(exc)}") from None
+    if not data:
+        raise RecipeError(f"{p}: the recipe is empty, so it would silently run the whole default experiment; "
+                          "write the settings you want (start from resources/recipes/quickstart.toml)")
     return recipe_from_dict(data, str(p))
 
 
@@ -303,7 +351,7 @@ def loads_recipe(text: str, source: str = "recipe") -> Recipe:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{source}: invalid TOML: {exc}") from None
+        raise RecipeError(f"{source}: invalid TOML: {short(exc)}") from None
     return recipe_from_dict(data, source)
 
 

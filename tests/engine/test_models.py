@@ -296,7 +296,7 @@ def test_python_source_errors(tmp_path: Path) -> None:
 
     good = _write(tmp_path / "good.py", NET_PY)
     msg = _err(load_model, ModelSection(source="python", path=str(good), class_name="Missing"), 3, SHAPE)
-    assert "no class 'Missing'" in msg and "Net" in msg and "good.py" in msg
+    assert "no class or factory 'Missing'" in msg and "Net" in msg and "good.py" in msg
 
     msg = _err(load_model, ModelSection(source="python", path=str(good), kwargs={"bogus": 1}), 3, SHAPE)
     assert "Net(**" in msg and "TypeError" in msg and "check model.kwargs" in msg

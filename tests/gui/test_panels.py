@@ -163,3 +163,33 @@ def test_optional_section_panel_support(qtbot) -> None:
     p.fields["ratio"].setter(0.3)
     p.apply(recipe)
     assert recipe.prune is not None and recipe.prune.ratio == pytest.approx(0.3)
+
+
+def test_data_panel_has_one_switch_per_augmentation(window, tmp_path) -> None:
+    """A recipe from before the switches (augment = true alone) opens as crop + flip; new ones default to no flip."""
+    panel = window.panel("data")
+    old = tmp_path / "old.toml"
+    old.write_text('name = "old"\n[data]\nsource = "default"\naugment = true\n')
+    assert window.open_recipe_file(old)
+    crop, flip = panel.fields["augment_crop"].widget, panel.fields["augment_flip"].widget
+    assert crop.isChecked() and flip.isChecked()
+    assert "digits" in flip.toolTip()
+    flip.setChecked(False)
+    assert window.build_recipe().data.augmentations == ["crop"]
+    panel.fields["augment"].widget.setChecked(False)
+    assert not crop.isEnabled() and not flip.isEnabled()
+    assert window.build_recipe().data.augmentations == []
+
+
+def test_model_panel_shows_loader_errors_as_text_not_markup(window, qtbot, tmp_path) -> None:
+    """A hostile .pt2 is refused through the panel's background summary, and the message is shown literally."""
+    from tests.hostile import evil_pt2
+
+    marker = tmp_path / "PWNED"
+    evil = evil_pt2(tmp_path / "<b>evil<i>.pt2", marker)
+    panel = window.panel("model")
+    panel.use_file(str(evil))
+    status = panel.summary_status
+    qtbot.waitUntil(lambda: "Cannot summarise" in status.text(), timeout=30_000)
+    assert "&lt;b&gt;evil&lt;i&gt;.pt2: refused" in status.text()
+    assert not marker.exists()

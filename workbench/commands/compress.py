@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from workbench.cli import CliReporter, add_command
+from workbench.cli import CliReporter, add_command, plain_console
 
 
 def _ratio(text: str) -> float:
@@ -23,13 +23,24 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _points(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:200]!r}: expected accuracy points, e.g. 1.0") from None
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"{value:g}: accuracy points lie between 0 and 100, e.g. 1.0")
+    return value
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.description = ("Prune each layer group alone at --ratio (no fine-tuning) and report the eval accuracy "
                      "drop; put the most sensitive groups into prune.skip_layers.")
     p.add_argument("recipe")
     p.add_argument("--ratio", type=_ratio, default=None, help="fraction of channels to remove (default: prune.ratio "
                    "or 0.5)")
-    p.add_argument("--max-drop", type=float, default=1.0, help="suggest skipping groups losing more points than this")
+    p.add_argument("--max-drop", type=_points, default=1.0, help="suggest skipping groups losing more points than "
+                   "this (>= 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -52,7 +63,6 @@ def handler(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result.to_dict(), "suggested_skip_layers": suggested}))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"Pruning sensitivity: {result.model}, {result.ratio:.0%} of channels per group "
@@ -64,7 +74,7 @@ def handler(args: argparse.Namespace) -> int:
         style = "red" if r.drop > args.max_drop else None
         table.add_row(r.group, r.type, str(r.coupled_layers), str(r.channels), str(r.channels_removed),
                       f"{r.params_removed:,}", f"{r.accuracy:.2%}", f"{r.drop:+.2f}", style=style)
-    console = Console()
+    console = plain_console()
     console.print(table)
     if suggested:
         console.print(f"suggested: [prune] skip_layers = {json.dumps(suggested)}  (drop > {args.max_drop:g} points)")

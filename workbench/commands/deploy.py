@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from workbench.cli import add_command, fail
-from workbench.errors import WorkbenchError
+from workbench.cli import add_command, error_line, fail, non_negative_int, positive_int
+from workbench.errors import WorkbenchError, short
 
 
 def _configure_export(p: argparse.ArgumentParser) -> None:
@@ -36,9 +38,32 @@ def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing bundle folder")
     p.add_argument("--quantize", default="keep", choices=["keep", "none", "dynamic", "static", "fp16"],
                    help="quantize before export (keep = as the run/recipe did)")
-    p.add_argument("--opset", type=int, default=None)
+    p.add_argument("--opset", type=_opset, default=None, help="ONNX opset, 13 to 23 (default: the recipe's, 18)")
     p.add_argument("--no-bench", action="store_true", help="skip latency measurement (accuracy and parity only)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results")
+
+
+EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
+
+
+def _opset(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{short(text)!r}: expected an ONNX opset number from 13 to 23") from None
+    if not 13 <= value <= 23:
+        raise argparse.ArgumentTypeError(f"{value}: ONNX opsets 13 to 23 are supported (18 is a safe default)")
+    return value
+
+
+def _formats(text: str) -> list[str]:
+    """--formats as a list, or a one-line error naming the unknown entries."""
+    names = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [n for n in names if n not in EXPORT_FORMATS]
+    if not names or bad:
+        raise WorkbenchError(f"--formats {short(text)!r}: unknown format {short(', '.join(bad) or 'none given')}; "
+                             f"choose a comma list of {', '.join(EXPORT_FORMATS)}, e.g. onnx,pt2")
+    return list(dict.fromkeys(names))
 
 
 def _recipe_for_export(args: argparse.Namespace) -> Any:
@@ -65,7 +90,7 @@ def _recipe_for_export(args: argparse.Namespace) -> Any:
         recipe = load_recipe(src)
     export = recipe.export or ExportSection()
     if args.formats:
-        export.formats = [f.strip() for f in args.formats.split(",") if f.strip()]  # validated by pydantic
+        export.formats = _formats(args.formats)
     if args.bundle is not None:
         export.bundle_dir = args.bundle
     if args.force:
@@ -89,10 +114,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from workbench.engine.pipeline import run_recipe
     from workbench.engine.store import RunStore
 
-    try:
-        recipe = _recipe_for_export(args)
-    except ValueError as exc:  # pydantic validation of --formats
-        return fail(f"--formats {args.formats!r}: {str(exc).splitlines()[-1].strip()}")
+    if args.formats:
+        _formats(args.formats)  # before reading anything: the error names the flag
+    recipe = _recipe_for_export(args)
     if recipe.export.bundle_dir:  # refuse before loading and measuring anything
         check_bundle_target(resolve_bundle_dir(recipe.export.bundle_dir), recipe.export.force)
     cancel = CancelToken()
@@ -118,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if export_rec.get("bundle"):
             print(f"bundle: {export_rec['bundle']}")
     if outcome.status == "failed":
-        print(f"error: {outcome.error}", file=sys.stderr)
+        print(f"error: {error_line(outcome.error)}", file=sys.stderr)
         return 1 if outcome.traceback_path is not None else 2
     return 130 if outcome.status == "cancelled" else 0
 
@@ -135,17 +159,17 @@ def _configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="", help="output .onnx (default: MODEL.<method>.onnx next to the input)")
     p.add_argument("--calib", default="", metavar="DATA",
                    help="calibration data for static: .npy of model inputs, .npz/.csv, or an image folder")
-    p.add_argument("--samples", type=int, default=256, help="calibration samples (static)")
+    p.add_argument("--samples", type=positive_int, default=256, help="calibration samples (static)")
     p.add_argument("--calibration", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--no-per-channel", action="store_true", help="per-tensor weight scales")
     p.add_argument("--no-preprocess", action="store_true", help="skip quant_pre_process")
     p.add_argument("--exclude-nodes", default="", help="comma list of ONNX node names to keep in float")
     p.add_argument("--shape", default="", help="input shape without batch, for symbolic dims, e.g. 3,32,32")
-    p.add_argument("--batch", type=int, default=32, help="batch size for calibration and parity inputs")
+    p.add_argument("--batch", type=positive_int, default=32, help="batch size for calibration and parity inputs")
     p.add_argument("--data", default="", help="labelled data (.npz/.csv/image folder): report accuracy before/after")
     p.add_argument("--bench", action="store_true", help="also time float and quantized models")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 64], help="with --bench")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=non_negative_int, default=0, help="onnxruntime threads (0 = all cores)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--json", action="store_true")
 
@@ -158,10 +182,21 @@ def _calibration_from(path: str, shape: tuple[int, ...], samples: int, batch: in
 
     p = Path(path).expanduser()
     if p.suffix.lower() == ".npy":
+        from workbench.engine.fileio import regular_file
+
+        regular_file(p, "calibration file", "give a .npy array of model inputs, an .npz/.csv file or an image folder")
         try:
             x = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise WorkbenchError(f"{p}: cannot read .npy calibration inputs ({exc})") from None
+        except ValueError as exc:
+            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                raise WorkbenchError(f"{p}: refused: the array holds Python objects (dtype=object), which were not "
+                                     "loaded because that could run code; save a numeric array with np.save") from None
+            raise WorkbenchError(f"--calib {p}: cannot read .npy calibration inputs ({short(str(exc))})") from None
+        except OSError as exc:
+            raise WorkbenchError(f"--calib {p}: cannot read .npy calibration inputs ({short(str(exc))})") from None
+        if x.dtype.kind not in "biuf" or x.ndim < 2:
+            raise WorkbenchError(f"--calib {p}: calibration array has dtype {x.dtype} and shape {list(x.shape)}; "
+                                 f"give numeric model inputs [N, {', '.join(map(str, shape))}]")
         if tuple(x.shape[1:]) != tuple(shape):
             raise WorkbenchError(f"{p}: calibration array has shape {list(x.shape)}; the model takes "
                                  f"[N, {', '.join(map(str, shape))}]")
@@ -179,6 +214,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         open_model_file,
     )
     from workbench.engine.export import ort_predict_fn, parity
+    from workbench.engine.fileio import atomic_write_with, check_output_file
     from workbench.engine.pipeline import _file_size
     from workbench.engine.quantize import cpu_has_vnni, quantize_onnx, synthetic_batches
     from workbench.engine.runtimes import OrtRuntime
@@ -187,11 +223,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if mf.kind != "onnx":
         return fail(f"{args.model}: `workbench quantize` takes an .onnx file; export torch models with a recipe "
                     "([quantize] + [export]) or `workbench export`")
-    out = Path(args.out) if args.out else mf.path.with_name(f"{mf.path.stem}.{args.method}.onnx")
+    out = Path(args.out).expanduser() if args.out else mf.path.with_name(f"{mf.path.stem}.{args.method}.onnx")
     if out.resolve() == mf.path.resolve():
         return fail(f"--out {out}: would overwrite the input model; choose another path")
-    if out.exists() and not args.force:
-        return fail(f"{out}: already exists; pass --force to overwrite it or choose --out")
+    check_output_file(out, "--out", args.force)  # before any work: folder, parent a file, unwritable, exists
+    labelled = load_labelled_data(args.data, mf.input_shape)[0] if args.data else None  # fails now, not later
     notes: list[str] = []
     batch = mf.fixed_batch or args.batch
     if args.calib:
@@ -204,27 +240,30 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if mf.fixed_batch is not None:
         batches = [b for b in batches if len(b) == mf.fixed_batch] or batches[:1]
     exclude = [n.strip() for n in args.exclude_nodes.split(",") if n.strip()]
-    result = quantize_onnx(mf.path, out, method=args.method, per_channel=not args.no_per_channel,
-                           calibration=args.calibration, batches=batches, preprocess=not args.no_preprocess,
-                           nodes_to_exclude=exclude)
-    ref, cand = OrtRuntime(mf.path, threads=args.threads), OrtRuntime(out, threads=args.threads)
-    try:
-        par = parity(ort_predict_fn(ref), ort_predict_fn(cand), batches[:4])
-        report: dict[str, Any] = {
-            "input": str(mf.path), "output": str(out), "method": args.method, "format": result.format,
-            "input_shape": list(mf.input_shape), "preprocessed": result.preprocessed,
-            "excluded_nodes": result.excluded_nodes,
-            "size_bytes": {"float": _file_size(mf.path), "quantized": _file_size(out)},
-            "parity_vs_float": par.to_dict(), "cpu_vnni": cpu_has_vnni(), "notes": notes + result.notes,
-        }
-        if args.data:
-            data, _ = load_labelled_data(args.data, mf.input_shape)
-            report["accuracy"] = {"float": evaluate_file(ref, data), "quantized": evaluate_file(cand, data)}
-    finally:
-        ref.close()
-        cand.close()
-    if result.float_path != mf.path:
-        Path(result.float_path).unlink(missing_ok=True)  # the pre-processed intermediate
+    # Everything (pre-processed intermediate, quantized file) is made in a private folder; only the
+    # finished, verified model is moved to --out, so a failure leaves nothing behind.
+    with tempfile.TemporaryDirectory(prefix="wb-quantize-") as work:
+        staged = Path(work) / out.name
+        result = quantize_onnx(mf.path, staged, method=args.method, per_channel=not args.no_per_channel,
+                               calibration=args.calibration, batches=batches, preprocess=not args.no_preprocess,
+                               nodes_to_exclude=exclude)
+        ref, cand = OrtRuntime(mf.path, threads=args.threads), OrtRuntime(staged, threads=args.threads)
+        try:
+            par = parity(ort_predict_fn(ref), ort_predict_fn(cand), batches[:4])
+            report: dict[str, Any] = {
+                "input": str(mf.path), "output": str(out), "method": args.method, "format": result.format,
+                "input_shape": list(mf.input_shape), "preprocessed": result.preprocessed,
+                "excluded_nodes": result.excluded_nodes,
+                "size_bytes": {"float": _file_size(mf.path), "quantized": _file_size(staged)},
+                "parity_vs_float": par.to_dict(), "cpu_vnni": cpu_has_vnni(), "notes": notes + result.notes,
+            }
+            if labelled is not None:
+                report["accuracy"] = {"float": evaluate_file(ref, labelled),
+                                      "quantized": evaluate_file(cand, labelled)}
+        finally:
+            ref.close()
+            cand.close()
+        atomic_write_with(out, lambda tmp: shutil.copyfile(staged, tmp))
     if args.bench:
         shape = ",".join(map(str, mf.input_shape))
         report["latency"] = {

@@ -22,6 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", nargs="?", const="", default=None, metavar="FILE",
                    help="also export every number as JSON (default name: next to --out)")
     p.add_argument("--no-predictions", action="store_true", help="skip rebuilding models for sample predictions")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -38,7 +39,8 @@ def handler(args: argparse.Namespace) -> int:
     with RunStore() as store, CliReporter() as reporter:
         try:
             report = write_report(store, args.run_ids, out, csv_path=csv_path, json_path=json_path,
-                                  predictions=not args.no_predictions, reporter=reporter, cancel=cancel)
+                                  predictions=not args.no_predictions, reporter=reporter, cancel=cancel,
+                                  overwrite=args.force)
         except KeyboardInterrupt:
             cancel.cancel()
             print("cancelled", file=sys.stderr)

@@ -17,8 +17,18 @@ from workbench.cli import (
     EXIT_USER_ERROR,
     CliReporter,
     add_command,
+    error_line,
     int_list,
+    plain_console,
+    positive_int,
 )
+
+
+def _iters(text: str) -> int:
+    value = positive_int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"{value}: time at least 3 calls per point (a median needs a few)")
+    return value
 
 
 def _workers(text: str) -> list[int]:
@@ -68,10 +78,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin-memory", action="store_true", help="also try pin_memory = true (only matters on CUDA)")
     p.add_argument("--cache", choices=("both", "on", "off"), default="both",
                    help="data cache settings to try in the loader sweep (default both)")
-    p.add_argument("--iters", type=int, default=None, help="timed calls per inference point (default bench.iters)")
-    p.add_argument("--train-steps", type=int, default=10, help="timed training steps per batch point")
-    p.add_argument("--loader-batches", type=int, default=40, help="timed batches of the loader alone per setting")
-    p.add_argument("--loader-steps", type=int, default=20, help="timed training steps per loader setting")
+    p.add_argument("--iters", type=_iters, default=None, help="timed calls per inference point, at least 3 "
+                   "(default bench.iters)")
+    p.add_argument("--train-steps", type=positive_int, default=10, help="timed training steps per batch point")
+    p.add_argument("--loader-batches", type=positive_int, default=40,
+                   help="timed batches of the loader alone per setting")
+    p.add_argument("--loader-steps", type=positive_int, default=20, help="timed training steps per loader setting")
     p.add_argument("--name", help="name of the stored run (default: '<recipe name> sweep')")
     p.add_argument("--json", action="store_true", help="print one JSON object with the run ID and all points")
 
@@ -115,18 +127,16 @@ def handler(args: argparse.Namespace) -> int:
     if outcome.status == "cancelled":
         return EXIT_CANCELLED
     if outcome.status == "failed":
-        print(f"error: {outcome.error}", file=sys.stderr)
+        print(f"error: {error_line(outcome.error)}", file=sys.stderr)
         return EXIT_INTERNAL_ERROR if outcome.error.startswith("internal error") else EXIT_USER_ERROR
     return 0
 
 
 def print_sweep(run_id: int, sw: dict[str, Any]) -> None:
     """Human-readable tables of a sweep (stdout)."""
-    from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    console = plain_console()
     best = (sw.get("budget") or {}).get("best")
     rows = [("inference", p) for p in sw.get("inference") or []] + [("train", p) for p in sw.get("train") or []]
     if rows:
@@ -145,10 +155,9 @@ def print_sweep(run_id: int, sw: dict[str, Any]) -> None:
         for prec, by_batch in ip["against_reference"].items():
             text = ", ".join(f"batch {b}: {e['ratio']:.2f}x (95 % CI {e['ci95'][0]:.2f}–{e['ci95'][1]:.2f}x)"
                              for b, e in by_batch.items())
-            console.print(f"{prec} against {ip['reference']}, paired ({ip['rounds']} interleaved rounds): {text}",
-                          markup=False, highlight=False)
+            console.print(f"{prec} against {ip['reference']}, paired ({ip['rounds']} interleaved rounds): {text}")
         if not ip["reliable"]:
-            console.print(f"[yellow]unreliable: {escape(ip['reason'])}[/yellow]")
+            console.print(f"unreliable: {ip['reason']}", style="yellow")
     ld = sw.get("loader") or {}
     if ld.get("points"):
         t = Table(title=f"DataLoader settings (batch {ld['batch_size']})")
@@ -163,7 +172,7 @@ def print_sweep(run_id: int, sw: dict[str, Any]) -> None:
             console.print(f"best: {ld['best']['label']}, {ld['speedup']:.2f}x the default's training samples/s")
             m = ld.get("measurement") or {}
             if m.get("caveat"):
-                console.print(f"[yellow]{escape(m['caveat'])}[/yellow]")
+                console.print(m["caveat"], style="yellow")
         dflt = ld.get("default") or {}
         v = dflt.get("verdict") or {}
         if v:
@@ -171,7 +180,7 @@ def print_sweep(run_id: int, sw: dict[str, Any]) -> None:
             for s in v.get("suggestions") or []:
                 console.print(f"  - {s}")
     for s in (sw.get("skipped") or []) + (ld.get("skipped") or []):
-        console.print(f"[yellow]not measured: {s['what']}: {s['reason']}[/yellow]")
+        console.print(f"not measured: {s['what']}: {s['reason']}", style="yellow")
 
 
 add_command("sweep", configure, handler)

@@ -82,15 +82,25 @@ def _resolve(declared: Sequence[int | str | None], override: tuple[int, ...] | N
 
 
 def open_model_file(path: str | Path, input_shape: str | Sequence[int] | None = None) -> ModelFile:
-    """Identify and open ``path`` (.onnx, .pt2 torch.export archive, or TorchScript zip)."""
-    p = Path(path).expanduser()
+    """Identify and open ``path`` (.onnx, .pt2 torch.export archive, or TorchScript zip).
+
+    Every file goes through the loaders' one safety policy (``engine.models.loaders``): a .pt2 is
+    scanned before torch.export.load, ONNX external data must stay in the model's folder, and a
+    path that is not a regular file (FIFO, device) is refused before anything opens it.
+    """
+    from workbench.engine.models.loaders import (
+        check_model_path,
+        checked_onnx,
+        exported_module,
+        load_export_archive,
+        load_torchscript_file,
+    )
+
+    hint = "give a model file (.onnx, .pt2 or TorchScript .pt/.ts)"
     override = parse_shape(input_shape)
-    if not p.exists():
-        raise ModelLoadError(f"{p}: model file not found")
-    if p.is_dir():
-        raise ModelLoadError(f"{p}: is a folder; give a model file (.onnx, .pt2 or TorchScript .pt)")
+    p = check_model_path(path, "model file", hint)
     if p.suffix.lower() == ".onnx":
-        from workbench.engine.quantize import _model_input_name, checked_onnx
+        from workbench.engine.quantize import _model_input_name
 
         model = checked_onnx(p)
         name = _model_input_name(model)
@@ -106,28 +116,27 @@ def open_model_file(path: str | Path, input_shape: str | Sequence[int] | None = 
             mf.notes.append(f"the graph fixes the batch size to {fixed}; re-export with a dynamic batch axis to "
                             "time other batch sizes")
         return mf
-    if p.stat().st_size == 0:
-        raise ModelLoadError(f"{p}: file is empty")
     if not zipfile.is_zipfile(p):
         raise ModelLoadError(f"{p}: not an ONNX (.onnx), torch.export (.pt2) or TorchScript file "
                              "(not a zip archive: truncated or another format)")
     if p.suffix.lower() == ".pt2":
+        program = load_export_archive(p)
         try:
-            program = torch.export.load(str(p))
-        except Exception as exc:
-            raise ModelLoadError(f"{p}: cannot load torch.export archive ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-        spec = next(s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT")
-        node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == spec.arg.name)
+            spec = next(s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT")
+            node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == spec.arg.name)
+        except StopIteration:
+            raise ModelLoadError(f"{p}: the exported program takes no input tensor; export a model called as "
+                                 "model(x)") from None
         val = node.meta.get("val")
         declared: list[int | str | None] = [int(d) if isinstance(d, int) else str(d) for d in getattr(val, "shape", [])]
         shape = _resolve(declared[1:], override, str(p))
-        return ModelFile(p, "export", shape, "input", None, program.module())
-    try:
-        module = torch.jit.load(str(p), map_location="cpu")
-    except Exception as exc:
-        raise ModelLoadError(f"{p}: not a TorchScript archive ({type(exc).__name__}); for weights-only files "
-                             "use a recipe with model.weights") from None
+        fixed = declared[0] if declared and isinstance(declared[0], int) else None
+        mf = ModelFile(p, "export", shape, "input", fixed, exported_module(program, p))
+        if fixed is not None:
+            mf.notes.append(f"the program was exported with a fixed batch size {fixed}; re-export with "
+                            "dynamic_shapes=({0: torch.export.Dim('batch')},) to time other batch sizes")
+        return mf
+    module = load_torchscript_file(p, "for weights-only files use a recipe with model.weights")
     if override is None:
         raise WorkbenchError(f"{p}: TorchScript files do not record their input shape; pass --shape, e.g. 3,32,32")
     return ModelFile(p, "torchscript", override, "input", None, module)

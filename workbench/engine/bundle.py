@@ -60,12 +60,25 @@ def resolve_bundle_dir(text: str | Path) -> Path:
 
 
 def check_bundle_target(path: Path, force: bool) -> None:
-    """Refuse to overwrite an existing bundle (or any non-empty folder/file) unless ``force``."""
-    if path.is_file():
-        raise WorkbenchError(f"{path}: bundle path is an existing file; choose a folder path")
+    """Refuse, before any work, a bundle folder that cannot be written or would replace one without ``force``."""
+    from workbench.errors import short
+
+    where = f"export.bundle_dir = {short(path)}"
+    if path.exists() and not path.is_dir():
+        raise WorkbenchError(f"{where}: is an existing file, not a folder; choose a folder path")
     if path.is_dir() and any(path.iterdir()) and not force:
-        raise WorkbenchError(f"{path}: bundle folder already exists and is not empty; to overwrite it set "
+        raise WorkbenchError(f"{where}: the folder already exists and is not empty; to overwrite it set "
                              "export.force = true in the recipe or pass --force")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise WorkbenchError(f"{where}: {short(ancestor)} is a file, not a folder; choose a path inside a folder")
+    try:
+        tempfile.TemporaryDirectory(prefix=".wb-write-check-", dir=ancestor).cleanup()
+    except OSError as exc:
+        raise WorkbenchError(f"{where}: cannot write there ({exc.strerror or type(exc).__name__}); choose a "
+                             "folder you can write to") from None
 
 
 def write_bundle(target: str | Path, files: dict[str, Path], info: BundleInfo, *, recipe_text: str,

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from workbench.engine.events import CancelToken, Reporter
+from workbench.engine.models.loaders import load_export_archive, read_onnx
 from workbench.errors import WorkbenchError
 
 __all__ = [
@@ -168,7 +169,7 @@ _DEBUG_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
 def _strip_debug_metadata(path: Path) -> None:
     import onnx
 
-    model = onnx.load(str(path))
+    model = read_onnx(path, external_data=True)
     for node in model.graph.node:
         keep = [p for p in node.metadata_props if p.key not in _DEBUG_METADATA]
         if len(keep) != len(node.metadata_props):
@@ -201,12 +202,12 @@ def export_pt2(module: nn.Module, input_shape: Sequence[int], path: str | Path) 
     return out
 
 
-def export_safetensors(module: nn.Module, path: str | Path) -> Path:
+def export_safetensors(module: nn.Module, path: str | Path, model_name: str = "") -> Path:
     """The state_dict as safetensors (no pickle: loading it cannot run code). Written atomically."""
     from workbench.engine.models import save_weights
 
     out = Path(path)
-    save_weights(module, out)
+    save_weights(module, out, model_name=model_name)
     return out
 
 
@@ -246,8 +247,10 @@ def verify_onnx(path: Path, reference: Callable[[np.ndarray], np.ndarray], batch
 
 
 def _verify_pt2(path: Path, reference: Callable[[np.ndarray], np.ndarray], batches: Sequence[np.ndarray]) -> ParityReport:
-    program = torch.export.load(str(path))
-    return parity(reference, torch_predict_fn(program.module()), batches)
+    from workbench.engine.models.loaders import exported_module
+
+    program = load_export_archive(path)  # our own file, but through the one safe door all the same
+    return parity(reference, torch_predict_fn(exported_module(program, path)), batches)
 
 
 def _verify_safetensors(module: nn.Module, path: Path, reference: Callable[[np.ndarray], np.ndarray],
@@ -268,7 +271,7 @@ def _verify_safetensors(module: nn.Module, path: Path, reference: Callable[[np.n
 
 def export_model(module: nn.Module, input_shape: Sequence[int], out_dir: str | Path, formats: Sequence[str], *,
                  batches: Sequence[np.ndarray], eval_loader: Iterable[Any] | None = None, opset: int = 18,
-                 threads: int = 0, optimization: str = "all", stem: str = "model",
+                 threads: int = 0, optimization: str = "all", stem: str = "model", model_name: str = "",
                  reporter: Reporter | None = None, cancel: CancelToken | None = None) -> dict[str, ExportedFile]:
     """Export ``module`` (moved to CPU, eval mode) in each format into ``out_dir`` and verify each file.
 
@@ -302,7 +305,7 @@ def export_model(module: nn.Module, input_shape: Sequence[int], out_dir: str | P
                 path = export_pt2(module, input_shape, out_dir / f"{stem}.pt2")
                 results[fmt] = ExportedFile(fmt, path, path.stat().st_size, _verify_pt2(path, ref, batches))
             elif fmt == "safetensors":
-                path = export_safetensors(module, out_dir / f"{stem}.safetensors")
+                path = export_safetensors(module, out_dir / f"{stem}.safetensors", model_name=model_name)
                 results[fmt] = ExportedFile(fmt, path, path.stat().st_size,
                                             _verify_safetensors(module, path, ref, batches))
             else:
@@ -349,7 +352,8 @@ def run_export_stage(ctx: Any) -> dict[str, Any]:
     if ctx.module is not None:
         exported = export_model(ctx.module, ctx.input_shape, out_dir, formats, batches=batches,
                                 eval_loader=ctx.eval_loader, opset=sec.opset, threads=sec.ort_threads,
-                                optimization=sec.ort_optimization, reporter=rep, cancel=ctx.cancel)
+                                optimization=sec.ort_optimization, reporter=rep, cancel=ctx.cancel,
+                                model_name=ctx.summary.get("model", {}).get("name") or ctx.recipe.model.label)
         for fmt, ef in exported.items():
             record["formats"][fmt] = ef.to_dict()
             ctx.store.add_artifact(ctx.run_id, fmt, ef.path, {"parity": ef.parity.to_dict(), "accuracy": ef.accuracy})
@@ -395,7 +399,7 @@ def run_export_stage(ctx: Any) -> dict[str, Any]:
         metrics = {
             "run_id": ctx.run_id,
             "name": ctx.recipe.name,
-            "model": ctx.summary.get("model", {}).get("name") or ctx.recipe.model.zoo,
+            "model": ctx.summary.get("model", {}).get("name") or ctx.recipe.model.label,
             "deployed": after,
             "baseline": ctx.baseline,
             "parity": {"export": onnx_parity, "quantized_vs_fp32": quant.get("parity") if quant else None},

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from workbench.errors import WorkbenchError, short
+
 
 def workbench_home() -> Path:
     """Root for the run store, artifacts, generated datasets and crash logs."""
@@ -18,7 +20,14 @@ def workbench_home() -> Path:
         root = Path(os.environ.get("LOCALAPPDATA", Path.home())) / "AccelerationWorkbench"
     else:
         root = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "acceleration-workbench"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise WorkbenchError(f"WORKBENCH_HOME = {short(root)}: is a file, not a folder; point WORKBENCH_HOME at a "
+                             "folder (it holds the runs database, artifacts and datasets)") from None
+    except OSError as exc:
+        raise WorkbenchError(f"WORKBENCH_HOME = {short(root)}: cannot create this folder "
+                             f"({exc.strerror or type(exc).__name__}); point WORKBENCH_HOME at a writable folder") from None
     return root
 
 

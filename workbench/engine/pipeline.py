@@ -27,7 +27,7 @@ from workbench.engine.paths import artifacts_dir, workbench_home
 from workbench.engine.precision import PrecisionPlan, prepare_module, resolve_precision, unwrap
 from workbench.engine.store import RunStore, StoreReporter
 from workbench.engine.telemetry import device_description
-from workbench.errors import Cancelled, ModelLoadError, RecipeError, WorkbenchError
+from workbench.errors import Cancelled, ModelLoadError, RecipeError, WorkbenchError, short
 from workbench.recipe import Recipe, check_device_support, dumps_recipe
 
 #: The keys every measured model reports (CLI `--json`, runs table, comparisons).
@@ -114,8 +114,9 @@ class RunContext:
         from workbench.engine.models import save_weights
 
         path = self.artifacts / f"{name}.safetensors"
-        save_weights(unwrap(module), path)
-        self.store.add_artifact(self.run_id, "weights", path, {"name": name, "model": self.recipe.model.zoo})
+        label = (self.summary.get("model") or {}).get("name") or self.recipe.model.label
+        save_weights(unwrap(module), path, model_name=label)
+        self.store.add_artifact(self.run_id, "weights", path, {"name": name, "model": label})
         return path
 
 
@@ -206,12 +207,26 @@ def run_recipe(
         summary["status"] = "completed"
         store.finish_run(run_id, "completed", summary)
         return RunOutcome(run_id, "completed", summary)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return record_process_exit(store, run_id, summary, rep, exc)
     except Exception as exc:
         return record_unfinished_run(store, run_id, summary, rep, exc)
     finally:
         if sampler is not None:
             sampler.stop()
         torch.set_num_threads(threads_before)  # a run's choice must not leak into later jobs
+
+
+def record_process_exit(store: RunStore, run_id: int, summary: dict[str, Any], rep: Reporter,
+                        exc: KeyboardInterrupt | SystemExit) -> RunOutcome:
+    """Ctrl-C (KeyboardInterrupt) is recorded as ``cancelled`` and re-raised so the CLI exits 130;
+    ``sys.exit()`` called by user model code mid-run is a failed run with one line, not a dead process."""
+    if isinstance(exc, KeyboardInterrupt):
+        record_unfinished_run(store, run_id, summary, rep, Cancelled())
+        raise exc
+    code = f"sys.exit({exc.code!r})" if exc.code is not None else "sys.exit()"
+    return record_unfinished_run(store, run_id, summary, rep, WorkbenchError(
+        f"model code called {short(code)} during the run; remove that call from the model file"))
 
 
 def record_unfinished_run(store: RunStore, run_id: int, summary: dict[str, Any], rep: Reporter,
@@ -238,6 +253,10 @@ def record_unfinished_run(store: RunStore, run_id: int, summary: dict[str, Any],
 
 def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
     recipe, rep = ctx.recipe, ctx.reporter
+    if recipe.export is not None and recipe.export.bundle_dir and not benchmark_only:
+        from workbench.engine.bundle import check_bundle_target, resolve_bundle_dir
+
+        check_bundle_target(resolve_bundle_dir(recipe.export.bundle_dir), recipe.export.force)  # before any work
     _stage_load(ctx)
     if recipe.batching.find_max_batch and ctx.module is not None:
         from workbench.engine.batching import find_max_batch
@@ -247,6 +266,12 @@ def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
                              safety_margin=recipe.batching.safety_margin, start=2, reporter=rep,
                              cancel=ctx.cancel)  # start at 2: BatchNorm cannot train on one sample
         ctx.summary["max_batch"] = res.to_dict()
+        if res.max_batch == 0:  # training would only die later with an allocation error
+            raise WorkbenchError(
+                f"batching.find_max_batch: even a training batch of 2 does not fit in the "
+                f"{res.budget_bytes / 2**30:.2f} GiB memory budget (batching.memory_budget_gb = "
+                f"{recipe.batching.memory_budget_gb:g}, 0 = half the free memory); raise the budget, or make the "
+                "model (model.width) or the inputs (data.image_size) smaller")
     stages = [] if benchmark_only else [s for s in OPTIMIZATION_STAGES if s.applies(recipe)]
     owned = any(s.owns_training for s in stages)
     if recipe.train.epochs > 0 and not benchmark_only and not owned:
@@ -317,6 +342,7 @@ def _stage_load(ctx: RunContext) -> None:
         model_summary = summarize(ctx.loaded.module, ctx.input_shape)
         ctx.module = prepare_module(ctx.loaded.module, ctx.plan)
     ctx.summary["model"] = model_summary.to_dict()
+    ctx.summary["model"]["name"] = model_name(recipe, ctx.loaded)
     ctx.summary["data"] = {"source": recipe.data.source, "description": ctx.data.source_desc,
                            "num_classes": ctx.data.num_classes, "input_shape": list(ctx.input_shape),
                            "train_samples": len(ctx.data.train), "eval_samples": len(ctx.data.eval),
@@ -524,17 +550,21 @@ def weights_of_run(store: RunStore, ref: str) -> Path:
 
 
 def _model_label(recipe: Recipe) -> str:
-    m = recipe.model
-    return m.zoo if m.source == "zoo" else f"{m.source}:{Path(m.path).name}"
+    return recipe.model.label
+
+
+def model_name(recipe: Recipe, loaded: Any) -> str:
+    """The model's name in summaries, weights metadata and bundles: the zoo name, or e.g. 'ResNet18 from resnet.py'."""
+    return recipe.model.zoo if recipe.model.source == "zoo" else (loaded.label or recipe.model.label)
 
 
 def _file_size(path: Path) -> int:
     """Size of an ONNX model including external data files in its folder that it references."""
     size = path.stat().st_size
     try:
-        import onnx
+        from workbench.engine.models.loaders import read_onnx
 
-        model = onnx.load(str(path), load_external_data=False)
+        model = read_onnx(path)
         locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
         size += sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).exists())
     except Exception:  # size of the main file is still a true lower bound

@@ -490,10 +490,10 @@ def load_pruned_weights(module: nn.Module, path: str | Path, input_shape: Sequen
     checks the rebuilt model runs. Returns the names of the resized layers.
     """
     from workbench.engine.models import load_weights
-    from workbench.engine.models.loaders import _check_file, _read_state_dict
+    from workbench.engine.models.loaders import WEIGHTS_HINT, check_model_path, read_state_dict
 
-    p = _check_file(path, "weights file", "give a .safetensors or .pt/.pth state_dict file")
-    sd = _read_state_dict(p)
+    p = check_model_path(path, "weights file", WEIGHTS_HINT)
+    sd = read_state_dict(p)
     for prefix in ("module.", "_orig_mod."):
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}

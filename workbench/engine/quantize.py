@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from workbench.engine.events import CancelToken, Reporter
+from workbench.engine.models.loaders import read_onnx
 from workbench.errors import ModelLoadError, WorkbenchError
 
 __all__ = [
@@ -143,22 +144,12 @@ def int8_speed_note(before: dict[str, Any], after: dict[str, Any], method: str) 
 def checked_onnx(path: str | Path) -> Any:
     """Load an ONNX graph (no weights yet) after the loaders' safety checks.
 
-    Refuses missing, empty, truncated or non-ONNX files and external data that points outside
-    the model's folder (``models.loaders.onnx_external_files``), each with a one-line
-    ``ModelLoadError``; returns the ``onnx.ModelProto`` without external data loaded.
+    Refuses missing, empty, non-regular, truncated or non-ONNX files and external data that points
+    outside the model's folder, each with a one-line ``ModelLoadError`` (``models.loaders.checked_onnx``).
     """
-    from workbench.engine.models.loaders import onnx_external_files, read_onnx
+    from workbench.engine.models.loaders import checked_onnx as _checked
 
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise ModelLoadError(f"{p}: ONNX file not found")
-    if p.is_dir():
-        raise ModelLoadError(f"{p}: is a folder; give an .onnx file")
-    if p.stat().st_size == 0:
-        raise ModelLoadError(f"{p}: file is empty; re-export the model")
-    model = read_onnx(p)
-    onnx_external_files(model, p)
-    return model
+    return _checked(path)
 
 
 def preprocess_onnx(src: Path, dst: Path, reporter: Reporter | None = None) -> Path:
@@ -271,7 +262,7 @@ def quantize_dynamic_onnx(src: Path, dst: Path, *, per_channel: bool = True,
 
     model = checked_onnx(src)
     if _gemm_to_matmul(model):
-        model = onnx.load(str(src))
+        model = read_onnx(src, external_data=True)
         _gemm_to_matmul(model)
         src = dst.with_name(dst.stem + ".matmul.onnx")
         onnx.save(model, str(src))
@@ -386,7 +377,7 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     checked_onnx(src)
-    model = onnx.load(str(src))
+    model = read_onnx(src, external_data=True)
     converted = convert_float_to_float16(model, keep_io_types=True,
                                          op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Transpose"])
     onnx.save(converted, str(dst))
@@ -559,10 +550,9 @@ def layer_sensitivity(float_path: Path, quant_path: Path, batches: Sequence[np.n
     not by its raw output error, which would blame the last layers for everything upstream.
     Sorted most sensitive first.
     """
-    import onnx
 
-    fmodel = onnx.load(str(float_path))
-    qmodel = onnx.load(str(quant_path))
+    fmodel = read_onnx(float_path, external_data=True)
+    qmodel = read_onnx(quant_path, external_data=True)
     inits = {t.name for t in fmodel.graph.initializer}
     q_tensors = {o for n in qmodel.graph.node for o in n.output} | {i.name for i in qmodel.graph.input}
     graph_input = _model_input_name(fmodel)

@@ -44,7 +44,7 @@ from workbench.engine.diagnose import Verdict, loader_verdict
 from workbench.engine.events import CancelToken, Reporter
 from workbench.engine.pareto import model_points, pareto_front
 from workbench.engine.sweep import best_within_budget
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, short
 
 __all__ = ["Report", "best_within_budget", "build_report", "collect_report_data", "headline",
            "render_html", "write_report"]
@@ -711,16 +711,27 @@ def write_report(
     predictions: bool = True,
     reporter: Reporter | None = None,
     cancel: CancelToken | None = None,
+    overwrite: bool = False,
 ) -> Report:
-    """Build the report and write the HTML (and optional CSV/JSON exports) atomically."""
-    from workbench.engine.fileio import atomic_write_text
+    """Build the report and write the HTML (and optional CSV/JSON exports) atomically.
 
+    Every output path is checked before any work (a folder, a parent that is a file, an unwritable
+    place, or an existing file without ``overwrite`` is a one-line ``WorkbenchError``), and each file
+    is written to a temp file and moved into place, so a failure never leaves a partial file.
+    """
+    from workbench.engine.fileio import atomic_write_text, check_output_file
+
+    outputs = {"--out": out, "--csv": csv_path, "--json": json_path}
+    targets = {flag: check_output_file(path, flag, overwrite) for flag, path in outputs.items() if path}
+    resolved = [t.resolve() for t in targets.values()]
+    if len(set(resolved)) != len(resolved):
+        raise WorkbenchError(f"{', '.join(targets)}: two outputs name the same file ({short(resolved[0])}); "
+                             "give each its own path")
     report = build_report(store, run_ids, predictions=predictions, reporter=reporter, cancel=cancel)
-    atomic_write_text(Path(out), report.html)
-    if csv_path:
-        atomic_write_text(Path(csv_path), report.to_csv())
-    if json_path:
-        atomic_write_text(Path(json_path), report.to_json())
+    texts = {"--out": report.html, "--csv": report.to_csv() if csv_path else "",
+             "--json": report.to_json() if json_path else ""}
+    for flag, target in targets.items():
+        atomic_write_text(target, texts[flag])
     return report
 
 

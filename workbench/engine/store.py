@@ -8,6 +8,7 @@ from a sampler thread while the training thread reports metrics).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,10 +25,17 @@ import psutil
 
 from workbench.engine.events import Reporter
 from workbench.engine.paths import workbench_home
+from workbench.errors import WorkbenchError, short
 
 STATUSES = ("running", "completed", "failed", "cancelled", "interrupted")
 
-_SCHEMA = """
+#: The runs database's schema version, kept in SQLite's ``PRAGMA user_version``. Version 0 is the
+#: first release's file (no version stamp). Bump it and add a step to ``_MIGRATIONS`` for any change.
+SCHEMA_VERSION = 1
+
+#: The first release's schema (version 0), kept verbatim: new files start from it and then migrate,
+#: so a new file and an upgraded old one end up identical.
+_SCHEMA_V0 = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -68,6 +76,15 @@ CREATE TABLE IF NOT EXISTS artifacts (
     created_at REAL NOT NULL
 );
 """
+
+#: ``_MIGRATIONS[v]`` turns a version-v file into version v + 1 (run in one transaction each).
+_MIGRATIONS: dict[int, str] = {
+    # v0 -> v1: a run's logs and artifacts were found by scanning whole tables; index them by run.
+    0: """
+CREATE INDEX IF NOT EXISTS logs_run ON logs(run_id);
+CREATE INDEX IF NOT EXISTS artifacts_run_kind ON artifacts(run_id, kind);
+""",
+}
 
 
 @dataclass
@@ -128,17 +145,44 @@ class RunStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else workbench_home() / "runs.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._conn.row_factory = sqlite3.Row
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
-            self._conn.commit()
+        self._conn = self._open(self.path)
         self.mark_interrupted()
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        """Connect, check it is a runs database we can read, and migrate it to ``SCHEMA_VERSION``.
+
+        Anything else (a folder, a junk or foreign file, a newer Workbench's file) is one
+        ``WorkbenchError`` naming the file, never a traceback.
+        """
+        fix = "move it away (Workbench then starts a new one) or point WORKBENCH_HOME at another folder"
+        if path.is_dir():
+            raise WorkbenchError(f"{path}: the runs database is a folder; {fix}")
+        if path.exists() and not path.is_file():
+            raise WorkbenchError(f"{path}: the runs database is not a regular file (a pipe, socket or device); {fix}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkbenchError(f"{path.parent}: cannot create the folder for the runs database "
+                                 f"({exc.strerror or type(exc).__name__}); {fix}") from None
+        conn = None
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            _migrate(conn, path, fix)
+        except WorkbenchError:
+            if conn is not None:
+                conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:  # "file is not a database", malformed, read-only, locked ...
+            if conn is not None:
+                conn.close()
+            raise WorkbenchError(f"{path}: not a usable Workbench runs database ({short(exc)}); {fix}") from None
+        return conn
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -287,6 +331,41 @@ class RunStore:
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
         return [Artifact(r["id"], r["run_id"], r["kind"], Path(r["path"]), json.loads(r["meta"])) for r in rows]
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, fix: str) -> None:
+    """Bring the file to ``SCHEMA_VERSION``: create it (as v0, then migrate) or upgrade step by step."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise WorkbenchError(f"{path}: the runs database has schema version {version}, written by a newer "
+                             f"Workbench (this one reads up to {SCHEMA_VERSION}); upgrade Workbench, or {fix}")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if version == 0 and tables and "runs" not in tables:
+        raise WorkbenchError(f"{path}: an SQLite file but not a Workbench runs database (tables: "
+                             f"{short(', '.join(sorted(tables)))}); {fix}")
+    if version == 0:
+        conn.executescript(_SCHEMA_V0)
+    while version < SCHEMA_VERSION:
+        # One write transaction per step: a crash mid-migration leaves the previous version intact, and
+        # a second process opening the same old file waits, then sees the step done and skips it.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version < SCHEMA_VERSION:
+                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+                    conn.execute(statement)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def schema_version(path: str | Path) -> int:
+    """The schema version stamped in a runs database file (0 = the first release's, unstamped)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 class StoreReporter(Reporter):

@@ -44,7 +44,7 @@ from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_
 from workbench.engine.hardware import native_bf16_cpu
 from workbench.engine.paired import ContentionMonitor
 from workbench.engine.pareto import metric_value as _value
-from workbench.engine.pipeline import RunOutcome, environment, record_unfinished_run
+from workbench.engine.pipeline import RunOutcome, environment, record_process_exit, record_unfinished_run
 from workbench.engine.precision import (
     PrecisionPlan,
     make_scaler,
@@ -715,6 +715,8 @@ def run_sweep(
         summary["status"] = "completed"
         store.finish_run(run_id, "completed", summary)
         return SweepOutcome(run_id, "completed", summary)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return record_process_exit(store, run_id, summary, rep, exc)
     except Exception as exc:
         return record_unfinished_run(store, run_id, summary, rep, exc)
     finally:
@@ -749,5 +751,4 @@ def _load(recipe: Recipe, summary: dict[str, Any], rep: Reporter,
 
 
 def _model_label(recipe: Recipe) -> str:
-    m = recipe.model
-    return m.zoo if m.source == "zoo" else f"{m.source}:{m.path.rsplit('/', 1)[-1]}"
+    return recipe.model.label

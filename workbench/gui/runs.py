@@ -1236,7 +1236,7 @@ class RunsView(QWidget):
             from workbench.engine.report import write_report
 
             return write_report(store, ids, out, csv_path=csv_path, json_path=json_path, predictions=predictions,
-                                reporter=reporter, cancel=cancel)
+                                reporter=reporter, cancel=cancel, overwrite=True)  # the user was asked
 
         job = self._job_manager().start("Report", work, key="report")
         self._report_job_id = job.id

@@ -39,6 +39,7 @@ import math
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -365,6 +366,8 @@ def _path(section: DataSection, what: str) -> Path:
     p = Path(section.path).expanduser()
     if not p.exists():
         raise DataLoadError(f"{p}: not found; data.path should be {what}")
+    if not p.is_dir() and not p.is_file():  # a FIFO or device would block (or never end) when read
+        raise DataLoadError(f"{p}: not a regular file (a pipe, socket or device); data.path should be {what}")
     return p
 
 
@@ -393,6 +396,10 @@ def _scan_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
             if p.suffix.lower() in IMAGE_EXTS
             and not any(part.startswith(".") for part in p.relative_to(d).parts)
         )
+        odd = next((f for f in files if not f.is_file()), None)
+        if odd is not None:
+            raise DataLoadError(f"{odd}: not a regular file (a folder, pipe or device with an image name); "
+                                "remove it from the dataset folder")
         if not files:
             continue
         names.append(d.name)
@@ -409,22 +416,55 @@ def _scan_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
 VALIDATE_ALL_UP_TO = 20_000
 
 
-def _validate_images(paths: Sequence[Path], seed: int = 0) -> None:
-    """Open file headers (no pixel decoding, ~60 us each) so broken files fail before training.
+def _validate_images(paths: Sequence[Path], seed: int = 0) -> dict[tuple[int, int, str], int]:
+    """A cheap full verify pass, so broken or truncated files fail before training, naming the file.
 
-    Up to ``VALIDATE_ALL_UP_TO`` files every header is checked; beyond that a seeded sample of that
-    size is (a full pass over a million files would take minutes), and the rest are caught lazily
-    when decoded (still a one-line DataLoadError naming the file).
+    PNG: ``verify()`` walks every chunk and checks its CRC (a truncated file fails); JPEG: the
+    end-of-image marker must be there (truncation cuts it off); other formats are decoded (they are
+    small or raw). Up to ``VALIDATE_ALL_UP_TO`` files all are checked; beyond that a seeded sample of
+    that size is, and the rest are caught when decoded (still one DataLoadError naming the file).
+    Returns how many files had each (width, height, mode), for the data log line.
     """
     if len(paths) > VALIDATE_ALL_UP_TO:
         pick = np.random.default_rng(seed).choice(len(paths), VALIDATE_ALL_UP_TO, replace=False)
         paths = [paths[i] for i in np.sort(pick)]
+    seen: dict[tuple[int, int, str], int] = {}
     for p in paths:
         try:
             with Image.open(p) as im:
-                _ = im.size
+                key = (*im.size, im.mode)
+                if im.format == "PNG":
+                    im.verify()
+                elif im.format == "JPEG":
+                    _require_jpeg_end(p)
+                else:
+                    im.load()
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise DataLoadError(f"{p}: not a readable image ({exc}); replace or remove this file") from None
+        seen[key] = seen.get(key, 0) + 1
+    return seen
+
+
+def _require_jpeg_end(path: Path) -> None:
+    """A complete JPEG ends with the EOI marker FFD9 (some writers pad a few bytes after it)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 1024))
+        if b"\xff\xd9" not in f.read():
+            raise OSError("truncated JPEG: no end-of-image marker")
+
+
+def _describe_sources(seen: dict[tuple[int, int, str], int], size: int) -> str:
+    """'8x8 L images -> 3x32x32' (or a range when sizes differ): what the model really gets."""
+    if not seen:
+        return ""
+    sizes = sorted({(w, h) for w, h, _ in seen})
+    modes = "/".join(sorted({m for *_, m in seen}))
+    if len(sizes) == 1:
+        orig = f"{sizes[0][0]}x{sizes[0][1]}"
+    else:
+        lo, hi = min(sizes, key=lambda wh: wh[0] * wh[1]), max(sizes, key=lambda wh: wh[0] * wh[1])
+        orig = f"{len(sizes)} sizes from {lo[0]}x{lo[1]} to {hi[0]}x{hi[1]}"
+    return f"{orig} {modes} images -> 3x{size}x{size}"
 
 
 def _load_image_folder(
@@ -436,12 +476,12 @@ def _load_image_folder(
     if len(keep) < len(paths):
         paths = [paths[i] for i in keep]
         targets = targets[keep]
-    if validate:
-        _validate_images(paths, section.seed)
+    seen = _validate_images(paths, section.seed) if validate else _validate_images(paths[:1], section.seed)
     tr, ev = stratified_split(targets, section.eval_fraction, section.seed)
     _check_split(tr, ev, str(root))
     s = section.image_size
-    t_train = ImageTransform(train=True, augment=section.augment, normalize=section.normalize)
+    t_train = ImageTransform(train=True, augment=section.augment, normalize=section.normalize,
+                             crop=section.augment_crop, flip=section.augment_flip)
     t_eval = ImageTransform(train=False, normalize=section.normalize)
     train = ImageFolderDataset([paths[i] for i in tr], targets[tr], s, t_train, cache=section.cache)
     eval_ = ImageFolderDataset([paths[i] for i in ev], targets[ev], s, t_eval, cache=section.cache)
@@ -456,7 +496,8 @@ def _load_image_folder(
         input_shape=(3, s, s),
         class_names=names,
         kind="image",
-        source_desc=f"{label}: {len(tr)} train / {len(ev)} eval images, {len(names)} classes, {s}x{s}{note}",
+        source_desc=f"{label}: {len(tr)} train / {len(ev)} eval images, {len(names)} classes, "
+        f"{_describe_sources(seen, s) or f'{s}x{s}'}{_augment_note(t_train)}{note}",
         preprocess=t_eval.describe(),
     )
 
@@ -495,7 +536,10 @@ def _array_bundle(
     x_tr, x_ev = _to_nchw(x_tr, where), _to_nchw(x_ev, where)
     if x_tr.dtype != np.uint8:
         x_tr, x_ev = x_tr.astype(np.float32), x_ev.astype(np.float32)
-    t_train = ImageTransform(train=True, augment=section.augment, normalize=section.normalize)
+        for split, arr in (("train", x_tr), ("eval", x_ev)):
+            _require_finite(arr, where, split)
+    t_train = ImageTransform(train=True, augment=section.augment, normalize=section.normalize,
+                             crop=section.augment_crop, flip=section.augment_flip)
     t_eval = ImageTransform(train=False, normalize=section.normalize)
     train = ArrayImageDataset(torch.from_numpy(np.ascontiguousarray(x_tr)), y_tr, t_train)
     eval_ = ArrayImageDataset(torch.from_numpy(np.ascontiguousarray(x_ev)), y_ev, t_eval)
@@ -509,9 +553,24 @@ def _array_bundle(
         class_names=names,
         kind="image",
         source_desc=f"{desc}: {len(y_tr)} train / {len(y_ev)} eval images {'x'.join(map(str, shape))}, "
-        f"{len(names)} classes",
+        f"{len(names)} classes{_augment_note(t_train)}",
         preprocess=pre,
     )
+
+
+def _require_finite(x: np.ndarray, where: str, split: str) -> None:
+    """NaN/inf pixels would surface much later as "training diverged"; name the data instead."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = int(np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))[0])
+        raise DataLoadError(f"{where}: the {split} images hold {int(np.isnan(x).sum()):,} NaN and "
+                            f"{int(np.isinf(x).sum()):,} infinite values (first in sample {first}); replace them "
+                            "(e.g. np.nan_to_num) or drop those samples")
+
+
+def _augment_note(transform: ImageTransform) -> str:
+    kinds = transform.augmentations()
+    return f", train augmentation: {' + '.join(kinds)}" if kinds else ", no augmentation"
 
 
 def _tabular_bundle(
@@ -733,6 +792,8 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse an IDX file (gzipped or not): magic 00 00 <dtype> <ndim>, big-endian int32 dims, data."""
+    if path.exists() and not path.is_file():
+        raise DataLoadError(f"{path}: not a regular file (a folder, pipe or device); give the IDX file")
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -740,7 +801,7 @@ def read_idx(path: Path) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataLoadError(f"{path}: corrupt gzip ({exc}); download the file again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise DataLoadError(

@@ -94,8 +94,9 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 class ImageTransform:
     """The train/eval image pipeline, as a picklable object (DataLoader workers spawn, no lambdas).
 
-    train + augment: pad(``padding``) + random crop back to the input size + random h-flip,
-    then to float + normalise. eval (or augment off): to float + normalise only.
+    train + augment: pad(``padding``) + random crop back to the input size (``crop``) and a random
+    h-flip (``flip``), each its own switch, then to float + normalise. eval (or augment off): to
+    float + normalise only. A flip changes the class of digits, letters and other handed things.
     uint8 input is scaled to [0, 1]; float input is taken as already scaled (normalise is skipped
     for it, so arrays someone normalised themselves are not normalised twice).
     """
@@ -108,9 +109,13 @@ class ImageTransform:
         mean: Sequence[float] = DEFAULT_MEAN,
         std: Sequence[float] = DEFAULT_STD,
         padding: int = 4,
+        crop: bool = True,
+        flip: bool = True,
     ) -> None:
         self.train = train
-        self.augment = augment and train
+        self.crop = crop
+        self.flip = flip
+        self.augment = augment and train and (crop or flip)
         self.normalize = normalize
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
@@ -122,7 +127,10 @@ class ImageTransform:
             if x.dim() == 3:
                 x = self._augment_one(x)
             else:
-                x = random_hflip(random_crop(x, tuple(x.shape[-2:]), self.padding))  # type: ignore[arg-type]
+                if self.crop:
+                    x = random_crop(x, tuple(x.shape[-2:]), self.padding)  # type: ignore[arg-type]
+                if self.flip:
+                    x = random_hflip(x)
         if not (was_uint8 and self.normalize):
             return to_float(x)
         if len(self.mean) == 1 and len(self.std) == 1:
@@ -132,10 +140,10 @@ class ImageTransform:
 
     def _augment_one(self, x: torch.Tensor) -> torch.Tensor:
         """Pad + crop + flip for one image with a single RNG draw (per-sample calls are overhead-bound)."""
-        p = self.padding
+        p = self.padding if self.crop else 0
         h, w = x.shape[-2:]
         span = 2 * p + 1
-        r = int(torch.randint(0, span * span * 2, ()))
+        r = int(torch.randint(0, span * span * (2 if self.flip else 1), ()))
         flip, r = divmod(r, span * span)
         i, j = divmod(r, span)
         if p:
@@ -151,8 +159,15 @@ class ImageTransform:
             "augment": self.augment,
         }
 
+    def augmentations(self) -> list[str]:
+        """What training applies, e.g. ['crop', 'flip'] (empty for eval or augmentation off)."""
+        if not self.augment:
+            return []
+        return [name for name, on in (("crop", self.crop), ("flip", self.flip)) if on]
+
     def __repr__(self) -> str:
         return (
-            f"ImageTransform(train={self.train}, augment={self.augment}, normalize={self.normalize}, "
+            f"ImageTransform(train={self.train}, augment={self.augment}, crop={self.crop}, flip={self.flip}, "
+            f"normalize={self.normalize}, "
             f"mean={self.mean}, std={self.std}, padding={self.padding})"
         )

@@ -4,14 +4,23 @@ Every user mistake (missing file, folder, corrupt or truncated file, wrong kind 
 content, class not found, constructor error, shape mismatch) becomes a one-line
 ``ModelLoadError`` naming the file and saying what would work; no raw traceback escapes.
 
-Safety: ``.pt``/``.pth`` weights are read with ``torch.load(weights_only=True)``, so a file holding
-pickled code is refused without running it; ONNX external data must stay inside the model's folder.
-``torch.export.load`` itself unpickles parts of a .pt2 with ``weights_only=False`` (and would load
-AOTInductor libraries), so a .pt2 is scanned first and refused unless all of it is plain data.
-``torch.jit.load`` has no safe mode (torch warns crafted TorchScript can run code), so, like a
-``python`` source, a TorchScript file must come from someone the user trusts.
-A ``python`` source *does* execute the given .py file: that is the point of it, and the user chose
-the file.
+Model file policy (this module is the ONE place that opens model files; every path that reads
+one: runs, ``bench``, ``quantize``, ``export``, the distillation teacher, sensitivity analysis,
+reports, sweeps and the GUI panels, goes through the functions below, and a test forbids raw
+``torch.load``/``torch.export.load``/``torch.jit.load``/``onnx.load`` calls anywhere else):
+
+* Data only, never executed: ``.safetensors``; ``.pt``/``.pth``/``.bin`` weights, read with
+  ``torch.load(weights_only=True)`` (pickled Python objects are refused without running them).
+* Scanned, then loaded: ``.pt2`` torch.export archives. ``torch.export.load`` unpickles parts of an
+  archive with ``weights_only=False`` (and would load AOTInductor libraries), so every pickled
+  member must also load with ``weights_only=True``, and archives with compiled code or custom
+  objects are refused (``load_export_archive``).
+* Checked, then loaded: ONNX. External data must stay inside the model's folder (no absolute
+  paths, no ``..``), checked before the ONNX checker or onnxruntime reads a byte of it.
+* Trusted like code: a ``.py`` model file is imported (that is the point of it) and TorchScript
+  has no safe mode (torch warns crafted TorchScript can run code). Only use files from people you
+  trust. ``SystemExit``/``KeyboardInterrupt`` raised by such code become a one-line error.
+* Every path must be an existing, non-empty regular file (a FIFO or device would block forever).
 
 Trainable rules (``LoadedModel.trainable``):
 
@@ -27,7 +36,10 @@ Trainable rules (``LoadedModel.trainable``):
 
 from __future__ import annotations
 
+import ast
+import builtins
 import contextlib
+import difflib
 import hashlib
 import importlib.util
 import inspect
@@ -37,6 +49,8 @@ import logging
 import os
 import pickle
 import sys
+import textwrap
+import typing
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -47,7 +61,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.errors import ModelLoadError
+from workbench.errors import ModelLoadError, short
 from workbench.recipe import ModelSection
 
 from .zoo import build_zoo_model
@@ -98,8 +112,18 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
-def _check_file(path: str | Path, what: str, hint: str) -> Path:
-    """Resolve ``path`` and make sure it is an existing, non-empty regular file."""
+def _exit_call(exc: BaseException) -> str:
+    """How user code tried to stop the process, for a one-line error (we never let it)."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})" if exc.code is not None else "called sys.exit()"
+    return "raised KeyboardInterrupt"
+
+
+def check_model_path(path: str | Path, what: str, hint: str) -> Path:
+    """Resolve ``path`` and make sure it is an existing, non-empty regular file.
+
+    A FIFO, socket or device is refused before anything opens it: reading one blocks forever.
+    """
     if not str(path).strip():
         raise ModelLoadError(f"no {what} path given; {hint}")
     p = Path(path).expanduser()
@@ -108,7 +132,7 @@ def _check_file(path: str | Path, what: str, hint: str) -> Path:
     if p.is_dir():
         raise ModelLoadError(f"{p}: is a folder, not a {what}; {hint}")
     if not p.is_file():
-        raise ModelLoadError(f"{p}: not a regular file; {hint}")
+        raise ModelLoadError(f"{p}: not a regular file (a pipe, socket or device); {hint}")
     if p.stat().st_size == 0:
         raise ModelLoadError(f"{p}: file is empty; {hint}")
     return p
@@ -190,6 +214,10 @@ def _import_file(path: Path) -> Any:
         raise ModelLoadError(
             f"{path}: syntax error at line {exc.lineno}: {exc.msg}; fix the file so `python {path.name}` runs"
         ) from None
+    except (SystemExit, KeyboardInterrupt) as exc:
+        sys.modules.pop(name, None)
+        raise ModelLoadError(f"{path}: importing it {_exit_call(exc)}; put script code under "
+                             "`if __name__ == \"__main__\":` so importing the file only defines the model") from None
     except Exception as exc:
         sys.modules.pop(name, None)
         raise ModelLoadError(f"{path}: importing it failed with {_first_line(exc)}") from None
@@ -201,34 +229,43 @@ def _import_file(path: Path) -> Any:
 
 
 def _load_python(section: ModelSection, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
-    """Import ``section.path`` and instantiate ``section.class_name(**section.kwargs)``.
+    """Import ``section.path`` and build ``section.class_name(**section.kwargs)``.
 
-    If the constructor has a ``num_classes`` parameter and kwargs do not set it, the data's class
-    count is passed. With no ``class_name``, the file's only nn.Module subclass is used.
+    ``class_name`` names an nn.Module subclass or a *factory function* returning one (e.g.
+    ``def ResNet18(): return ResNet(BasicBlock, [2, 2, 2, 2])``). A function is only called when it
+    is a factory by static inspection: annotated ``-> nn.Module`` (or a subclass), or every
+    ``return`` builds a module class or another factory. So naming a script helper such as
+    ``test()`` is refused without running it. If the callable has a ``num_classes`` parameter and
+    kwargs do not set it, the data's class count is passed. With no ``class_name``, the file's only
+    nn.Module class (or, without classes, its only factory) is used.
     """
-    path = _check_file(section.path, "Python model file", "give a .py file defining an nn.Module class")
+    path = check_model_path(section.path, "Python model file", "give a .py file defining an nn.Module class")
     if path.suffix != ".py":
         raise ModelLoadError(f"{path}: expected a .py file for model.source = 'python'")
     mod = _import_file(path)
-    candidates = sorted(
-        n
-        for n, obj in vars(mod).items()
-        if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == mod.__name__
-    )
+    classes, factories = model_callables(mod)
+    found = _found(classes, factories)
     name = section.class_name.strip()
     if not name:
-        if len(candidates) != 1:
-            found = ", ".join(candidates) if candidates else "none"
-            raise ModelLoadError(
-                f"{path}: set model.class_name; nn.Module classes defined in this file: {found}"
-            )
-        name = candidates[0]
+        only = classes if classes else factories
+        if len(only) != 1:
+            raise ModelLoadError(f"{path}: set model.class_name; {found}")
+        name = only[0]
     obj = getattr(mod, name, None)
     if obj is None:
-        found = ", ".join(candidates) if candidates else "none"
-        raise ModelLoadError(f"{path}: no class {name!r}; nn.Module classes defined in this file: {found}")
-    if not callable(obj):
-        raise ModelLoadError(f"{path}: {name!r} is not a class; give an nn.Module subclass")
+        close = difflib.get_close_matches(name, classes + factories, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise ModelLoadError(f"{path}: no class or factory {short(name)!r}{hint}; {found}")
+    if isinstance(obj, type):
+        if not issubclass(obj, nn.Module):
+            raise ModelLoadError(f"{path}: {name!r} is a class but not an nn.Module; {found}")
+    elif inspect.isfunction(obj):
+        if not _is_factory(obj):
+            raise ModelLoadError(
+                f"{path}: {name!r} is a function but not a model factory, so it was not called (a factory is "
+                f"annotated `-> nn.Module` or returns a module it builds, e.g. `return Net()`); {found}")
+    else:
+        raise ModelLoadError(f"{path}: {name!r} is a {type(obj).__name__}, not an nn.Module class or factory; {found}")
     kwargs = dict(section.kwargs)
     try:
         params = inspect.signature(obj).parameters
@@ -238,18 +275,105 @@ def _load_python(section: ModelSection, num_classes: int, input_shape: tuple[int
         pass
     try:
         module = obj(**kwargs)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise ModelLoadError(f"{path}: {name}(...) {_exit_call(exc)} instead of returning a model") from None
     except Exception as exc:
         raise ModelLoadError(
-            f"{path}: {name}(**{kwargs}) failed with {_first_line(exc)}; check model.kwargs"
+            f"{path}: {name}(**{short(kwargs)}) failed with {_first_line(exc)}; check model.kwargs"
         ) from None
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{path}: {name}(...) returned {type(module).__name__}, not an nn.Module")
     return LoadedModel(module, "python", input_shape, num_classes, description=f"{name} from {path.name}")
 
 
-def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
-    hint = "save one with torch.jit.save(torch.jit.script(model), path)"
-    path = _check_file(path_str, "TorchScript file", hint)
+def model_callables(mod: Any) -> tuple[list[str], list[str]]:
+    """(nn.Module classes, public factory functions) defined in an imported model file, sorted by name.
+
+    Nothing is called: factories are recognised statically (see ``_is_factory``). Private helpers
+    (``_name``) are not listed, though naming one in ``class_name`` still works.
+    """
+    own = {n: obj for n, obj in vars(mod).items() if getattr(obj, "__module__", None) == mod.__name__}
+    classes = sorted(n for n, obj in own.items() if isinstance(obj, type) and issubclass(obj, nn.Module))
+    factories = sorted(n for n, obj in own.items()
+                       if inspect.isfunction(obj) and not n.startswith("_") and _is_factory(obj))
+    return classes, factories
+
+
+def _found(classes: list[str], factories: list[str]) -> str:
+    text = f"nn.Module classes defined in this file: {', '.join(classes) if classes else 'none'}"
+    if factories:
+        text += f"; model factories (functions returning one): {', '.join(factories)}"
+    return text
+
+
+def _is_factory(func: Any, _seen: frozenset[int] = frozenset()) -> bool:
+    """True when ``func`` builds an nn.Module, judged without calling it.
+
+    Its return annotation decides when there is one; otherwise every ``return`` in its body (not
+    in nested functions) must return a call of an nn.Module class or of another factory, or a name
+    assigned from such a call in the function.
+    """
+    if id(func) in _seen:
+        return False
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:
+        hints = {}
+    ret = hints.get("return", inspect.signature(func).return_annotation)
+    if ret is not inspect.Signature.empty:
+        return isinstance(ret, type) and issubclass(ret, nn.Module)
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    fn = tree.body[0] if tree.body else None
+    if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+        return False
+    seen = _seen | {id(func)}
+    namespace = func.__globals__
+
+    def builds_module(call: ast.expr) -> bool:
+        if not isinstance(call, ast.Call):
+            return False
+        target = _resolve(call.func, namespace)
+        if isinstance(target, type):
+            return issubclass(target, nn.Module)
+        return inspect.isfunction(target) and _is_factory(target, seen)
+
+    built: set[str] = set()
+    returns: list[ast.expr | None] = []
+    stack: list[ast.AST] = list(fn.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue  # nested scopes return for themselves
+        if isinstance(node, ast.Assign) and builds_module(node.value):
+            built.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        if isinstance(node, ast.Return):
+            returns.append(node.value)
+        stack.extend(ast.iter_child_nodes(node))
+    return bool(returns) and all(
+        r is not None and (builds_module(r) or (isinstance(r, ast.Name) and r.id in built)) for r in returns)
+
+
+def _resolve(expr: ast.expr, namespace: dict[str, Any]) -> Any:
+    """The object a Name or dotted Attribute refers to in ``namespace`` (attribute lookups only, no calls)."""
+    if isinstance(expr, ast.Name):
+        return namespace.get(expr.id, getattr(builtins, expr.id, None))
+    if isinstance(expr, ast.Attribute):
+        base = _resolve(expr.value, namespace)
+        return getattr(base, expr.attr, None) if base is not None else None
+    return None
+
+
+TORCHSCRIPT_HINT = "save one with torch.jit.save(torch.jit.script(model), path)"
+EXPORT_HINT = "save one with torch.export.save(torch.export.export(model, (example,)), 'model.pt2')"
+ONNX_HINT = "export one with torch.onnx.export(model, (example,), 'model.onnx', dynamo=True)"
+
+
+def load_torchscript_file(path_str: str | Path, hint: str = TORCHSCRIPT_HINT) -> Any:
+    """``torch.jit.load`` a TorchScript archive (trusted like code: TorchScript has no safe mode)."""
+    path = check_model_path(path_str, "TorchScript file", hint)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(
             f"{path}: not a TorchScript archive (not a zip; truncated or another format); {hint}"
@@ -257,7 +381,7 @@ def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, .
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)  # the user chose TorchScript
-            module = torch.jit.load(str(path), map_location="cpu")
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         text = str(exc)
         if "constants.pkl" in text or "code/" in text:
@@ -266,9 +390,12 @@ def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, .
                 "or use it as model.weights with a zoo/python model"
             ) from None
         raise ModelLoadError(f"{path}: cannot load TorchScript ({_first_line(exc)}); {hint}") from None
-    return LoadedModel(
-        module, "torchscript", input_shape, num_classes, description=f"TorchScript {path.name}"
-    )
+
+
+def _load_torchscript(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
+    module = load_torchscript_file(path_str)
+    name = Path(path_str).expanduser().name
+    return LoadedModel(module, "torchscript", input_shape, num_classes, description=f"TorchScript {name}")
 
 
 def _check_pt2_safe(path: Path, zf: zipfile.ZipFile) -> None:
@@ -313,9 +440,9 @@ def _require_weights_only(data: bytes, path: Path, member: str) -> None:
         ) from None
 
 
-def _load_export(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
-    hint = "save one with torch.export.save(torch.export.export(model, (example,)), 'model.pt2')"
-    path = _check_file(path_str, "torch.export archive", hint)
+def load_export_archive(path_str: str | Path, hint: str = EXPORT_HINT) -> Any:
+    """``torch.export.load`` a .pt2 archive, after refusing anything that would run code (see module doc)."""
+    path = check_model_path(path_str, "torch.export archive", hint)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(
             f"{path}: not a torch.export archive (not a zip; truncated or another format); {hint}"
@@ -327,22 +454,37 @@ def _load_export(path_str: str, num_classes: int, input_shape: tuple[int, ...]) 
                     f"{path}: not a torch.export archive (looks like a torch.save or TorchScript file); {hint}"
                 )
             _check_pt2_safe(path, zf)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError, EOFError) as exc:
         raise ModelLoadError(f"{path}: corrupt torch.export archive ({_first_line(exc)}); {hint}") from None
     try:
-        with _quiet_logger("torch.export"):  # it logs a full traceback before raising
-            program = torch.export.load(str(path))
-        module = program.module()
+        with _quiet_logger("torch.export"), _quiet_logger("torch.serialization"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecation notes, not the user's
+            return torch.export.load(str(path))  # it logs a full traceback before raising: hence the quiet
     except Exception as exc:
         raise ModelLoadError(
             f"{path}: cannot load torch.export archive ({_first_line(exc)}); {hint}"
         ) from None
+
+
+def exported_module(program: Any, path: Path) -> nn.Module:
+    """``program.module()`` with nn.Module's own ``train()``/``eval()`` (see "Trainable rules")."""
+    try:
+        module = program.module()
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot build a module from this torch.export archive "
+                             f"({_first_line(exc)}); {EXPORT_HINT}") from None
     # .module() makes train()/eval() raise NotImplementedError. The rest of the engine calls
     # model.eval() on every model, so restore nn.Module's methods: they only flip the `training`
     # flags, the graph keeps the behaviour it was exported with (export in eval mode).
     for attr in ("train", "eval"):
         if attr in vars(module):
             delattr(module, attr)
+    return module
+
+
+def _load_export(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
+    path = Path(path_str).expanduser()
+    module = exported_module(load_export_archive(path), path)
     return LoadedModel(module, "export", input_shape, num_classes, description=f"torch.export {path.name}")
 
 
@@ -413,27 +555,46 @@ def _onnx_value_dims(value: Any) -> tuple[int | None, ...] | None:
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim)
 
 
-def read_onnx(path: Path) -> Any:
-    """``onnx.load`` without external data, with every failure as a ModelLoadError."""
+def read_onnx(path: str | Path, external_data: bool = False) -> Any:
+    """Read an ONNX graph with every failure as a ModelLoadError.
+
+    Without ``external_data`` only the protobuf is parsed. With it, the external data files are
+    checked to lie inside the model's folder *before* they are read, then loaded.
+    """
     import onnx
 
+    p = check_model_path(path, "ONNX file", ONNX_HINT)
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
         raise ModelLoadError(
-            f"{path}: not a valid ONNX file (truncated or another format: {_first_line(exc)}); "
-            "export one with torch.onnx.export(model, (example,), 'model.onnx', dynamo=True)"
+            f"{p}: not a valid ONNX file (truncated or another format: {_first_line(exc)}); {ONNX_HINT}"
         ) from None
+    if external_data and onnx_external_files(model, p):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, str(p.resolve().parent))
+        except Exception as exc:
+            raise ModelLoadError(f"{p}: cannot read its external data ({_first_line(exc)})") from None
+    return model
+
+
+def checked_onnx(path: str | Path) -> Any:
+    """The ONNX graph (no external data loaded) after every safety check (external data in its folder)."""
+    p = check_model_path(path, "ONNX file", ONNX_HINT)
+    model = read_onnx(p)
+    onnx_external_files(model, p)
+    return model
 
 
 def _load_onnx(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> LoadedModel:
     """Validate an ONNX file (no torch module is built) and read its input/output shapes."""
     import onnx
 
-    hint = "export one with torch.onnx.export(model, (example,), 'model.onnx', dynamo=True)"
-    path = _check_file(path_str, "ONNX file", hint)
-    model = read_onnx(path)
-    onnx_external_files(model, path)  # safety first: before the checker touches any data file
+    hint = ONNX_HINT
+    path = check_model_path(path_str, "ONNX file", hint)
+    model = checked_onnx(path)  # safety first: before the checker touches any data file
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
@@ -472,7 +633,12 @@ def _load_onnx(path_str: str, num_classes: int, input_shape: tuple[int, ...]) ->
 # --------------------------------------------------------------------------------------------
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+WEIGHTS_HINT = "give a .safetensors or .pt/.pth state_dict file"
+
+
+def read_state_dict(path_str: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: safetensors, or ``torch.load(weights_only=True)`` (no code runs)."""
+    path = check_model_path(path_str, "weights file", WEIGHTS_HINT)
     hint = "save weights with safetensors or torch.save(model.state_dict(), path)"
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
@@ -541,9 +707,9 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     ``.pt`` files are read with ``weights_only=True``: anything but tensors and plain containers is
     refused and never executed.
     """
-    p = _check_file(path, "weights file", "give a .safetensors or .pt/.pth state_dict file")
+    p = check_model_path(path, "weights file", WEIGHTS_HINT)
     target = module.state_dict()
-    sd = _strip_prefixes(_read_state_dict(p), set(target))
+    sd = _strip_prefixes(read_state_dict(p), set(target))
     # tied weights (saved once by safetensors' save_model) may be missing under their alias
     by_storage: dict[tuple[int, int], set[str]] = {}
     for k, v in target.items():
@@ -578,8 +744,8 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         raise ModelLoadError(f"{p}: loading weights failed ({_first_line(exc)})") from None
 
 
-def save_weights(module: nn.Module, path: str | Path) -> None:
-    """Write ``module``'s state_dict as safetensors, atomically.
+def save_weights(module: nn.Module, path: str | Path, model_name: str = "") -> None:
+    """Write ``module``'s state_dict as safetensors, atomically (``model_name`` goes into its metadata).
 
     Tensors are cloned to contiguous CPU copies so shared (tied) or strided tensors, which
     safetensors refuses, are written as independent tensors under every key.
@@ -589,7 +755,8 @@ def save_weights(module: nn.Module, path: str | Path) -> None:
     from workbench.engine.fileio import atomic_write_with
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-    atomic_write_with(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    metadata = {"format": "pt", **({"model": model_name} if model_name else {})}
+    atomic_write_with(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,6 +801,8 @@ def check_model_data_compat(loaded: LoadedModel, num_classes: int, input_shape: 
         module.eval()
         with torch.no_grad():
             out = module(torch.zeros((2, *shape), dtype=dtype, device=device))
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise ModelLoadError(f"model {name}: its forward {_exit_call(exc)}; a model must return logits") from None
     except Exception as exc:
         raise ModelLoadError(
             f"model {name} {_first_layer_hint(module)} but data gives {_shape_str(shape)} "

@@ -187,9 +187,9 @@ def summarize_onnx(path: str | Path) -> ModelSummary:
     """
     import onnx
 
-    from .loaders import _check_file, onnx_external_files, read_onnx
+    from .loaders import check_model_path, onnx_external_files, read_onnx
 
-    p = _check_file(path, "ONNX file", "give an .onnx file")
+    p = check_model_path(path, "ONNX file", "give an .onnx file")
     model = read_onnx(p)
     external = onnx_external_files(model, p)
     size = p.stat().st_size + sum(f.stat().st_size for f in external)

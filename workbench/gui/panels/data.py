@@ -6,6 +6,7 @@ built-in set the first time), debounced so typing a path does not start a job pe
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 
@@ -64,8 +65,13 @@ class DataPanel(RecipePanel):
                         decimals=2, step=0.05)
         self.add_spin("image_size", "Image size", "Images are resized to this square size. Larger keeps detail "
                       "but costs compute roughly with the square of the side.", suffix=" px")
-        self.add_check("augment", "Augment", "Random crop with padding and horizontal flips on the training "
-                       "split: better generalisation, a little more CPU per sample.")
+        self.add_check("augment", "Augment", "Random changes to training images each epoch (pick which below): "
+                       "better generalisation, a little more CPU per sample.")
+        self.add_check("augment_crop", "Random crop", "Pad by 4 pixels and crop back at a random place, so objects "
+                       "shift a little every epoch.")
+        self.add_check("augment_flip", "Horizontal flip", "Mirror half the training images. Off by default: a mirror "
+                       "image changes the class of digits, letters and other handed things; turn it on for photos "
+                       "of objects.")
         self.add_check("normalize", "Normalize", "Scale pixels to zero mean and unit variance per channel: "
                        "helps optimisation; the same preprocessing is recorded with exports.")
         self.add_check("cache", "Cache in memory", "Keep decoded samples in RAM after the first epoch: later "
@@ -105,13 +111,15 @@ class DataPanel(RecipePanel):
         for name in ("synthetic_shape", "synthetic_classes", "synthetic_samples"):
             self.set_row_visible(name, src == "synthetic")
         image = src in ("default", "image_folder")
-        for name in ("image_size", "augment"):
+        for name in ("image_size", "augment", "augment_crop", "augment_flip"):
             self.widget(name).setEnabled(image or src in ("npz", "mnist"))
+        for name in ("augment_crop", "augment_flip"):
+            self.widget(name).setEnabled(self.widget(name).isEnabled() and self.widget("augment").isChecked())
         self.widget("cache").setEnabled(src in ("default", "image_folder"))
 
     def on_recipe_validated(self, recipe: Recipe) -> None:
         d = recipe.data
-        key = json.dumps(d.model_dump(mode="json", exclude={"augment", "normalize", "cache"}), sort_keys=True)
+        key = json.dumps(d.model_dump(mode="json", exclude={"augment", "augment_crop", "augment_flip", "normalize", "cache"}), sort_keys=True)
         if key == self._preview_key:
             return
         self._preview_key = key
@@ -131,7 +139,8 @@ class DataPanel(RecipePanel):
     def _on_error(self, job: int, message: str) -> None:
         if self.host is not None and self.host.jobs.is_current(job):
             self.thumbs.clear()
-            self.preview_status.setText(f"<span style='color:#b3261e'>Cannot read the data: {message}</span>")
+            self.preview_status.setText(f"<span style='color:#b3261e'>Cannot read the data: "
+                                        f"{html.escape(message)}</span>")  # user text: never markup
 
     def _on_previews(self, job: int, result: object) -> None:
         if result is None or self.host is None or not self.host.jobs.is_current(job):

@@ -7,6 +7,7 @@ counting its FLOPs can take seconds.
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,11 @@ class ModelPanel(RecipePanel):
         self.add_path("path", "Model file", "The model file for a non-zoo source. Only load files you trust: "
                       "a .py file runs code when imported.", file_filter=self._file_filter,
                       placeholder="path to .py / .ts / .pt2 / .onnx")
-        self.add_text("class_name", "Class name", "The nn.Module class inside the .py file to instantiate.",
-                      placeholder="e.g. MyNet (empty: the only nn.Module in the file)")
+        self.add_text("class_name", "Class name", "The nn.Module class in the .py file, or a factory function "
+                      "that returns one (e.g. ResNet18 in classic CIFAR code). Factories are recognised without "
+                      "running them (annotated -> nn.Module, or returning a module they build); other functions "
+                      "are never called. A typo gets close-match suggestions.",
+                      placeholder="e.g. MyNet or ResNet18 (empty: the only nn.Module class in the file)")
         self.add_json("kwargs", "Constructor kwargs", "Keyword arguments for the model's constructor, as a JSON "
                       "object (zoo or .py). Lets you try a deeper or wider variant without editing code.")
         self.add_path("weights", "Weights", "Start from these weights: .safetensors (safe), a .pt state dict "
@@ -220,7 +224,7 @@ class ModelPanel(RecipePanel):
         if self.host is not None and self.host.jobs.is_current(job):
             self.summary = None
             self.summary_status.setText(f"<span style='color:#b3261e'>Cannot summarise this model: "
-                                        f"{message}</span>")
+                                        f"{html.escape(message)}</span>")  # user text: never markup
             self.summary_label.clear()
             self.layer_table.setRowCount(0)
 
