@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import logging
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 
 import workbench.engine
 from tests.helpers import tiny_recipe
-from workbench.engine.events import RecordingReporter
+from workbench.engine.events import RecordingReporter, install_warning_hook, relay_warnings
 from workbench.engine.pipeline import run_recipe
 from workbench.engine.store import RunStore
 
@@ -62,3 +65,81 @@ def test_run_recipe_restores_torch_thread_count(fails: bool, tmp_path: Path) -> 
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(original)
+
+
+def _warn(text: str, category: type[Warning] = UserWarning) -> None:
+    warnings.warn(text, category, stacklevel=1)
+
+
+def _relayed(rep: RecordingReporter) -> list[str]:
+    return [m for m, level in rep.of("log") if level == "warning"]
+
+
+def test_relay_warnings_routes_each_threads_warnings_to_its_own_reporter() -> None:
+    """Two overlapping blocks on two threads, and a third thread with no block: nobody gets another's warning,
+    and the block that ends first does not cut off the other one."""
+    filters_before = list(warnings.filters)
+    a_rep, b_rep = RecordingReporter(), RecordingReporter()
+    both_inside = threading.Barrier(3)
+    a_left = threading.Event()
+    errors: list[BaseException] = []
+
+    def in_block(rep: RecordingReporter, name: str, leave_first: bool) -> None:
+        try:
+            with relay_warnings(rep):
+                _warn(f"{name} before")
+                both_inside.wait(10)
+                _warn(f"{name} during")
+                if leave_first:
+                    return
+                assert a_left.wait(10)
+                _warn(f"{name} after the other block ended")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            if leave_first:
+                a_left.set()
+
+    def outsider() -> None:
+        both_inside.wait(10)
+        _warn("outsider")
+
+    threads = [threading.Thread(target=in_block, args=(a_rep, "a", True)),
+               threading.Thread(target=in_block, args=(b_rep, "b", False)),
+               threading.Thread(target=outsider)]
+    with warnings.catch_warnings(record=True) as fallback:  # what threads without a block still see
+        warnings.simplefilter("always")
+        install_warning_hook()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    assert not errors, errors
+    assert _relayed(a_rep) == ["UserWarning: a before", "UserWarning: a during"]
+    assert _relayed(b_rep) == ["UserWarning: b before", "UserWarning: b during",
+                               "UserWarning: b after the other block ended"]
+    assert [str(w.message) for w in fallback] == ["outsider"]
+    assert warnings.filters == filters_before
+
+
+def test_library_deprecation_noise_is_logged_once_at_debug_not_relayed(caplog: pytest.LogCaptureFixture) -> None:
+    rep = RecordingReporter()
+    with caplog.at_level(logging.DEBUG, logger="workbench.warnings"), relay_warnings(rep):
+        for _ in range(3):
+            _warn("torch.foo is deprecated (test noise)", FutureWarning)
+            _warn("old API (test noise)", DeprecationWarning)
+        _warn("your data has a problem")
+    assert _relayed(rep) == ["UserWarning: your data has a problem"]
+    noise = [r.getMessage() for r in caplog.records if r.name == "workbench.warnings"]
+    assert len(noise) == 2 and all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "workbench.warnings")
+    assert any("torch.foo is deprecated" in m for m in noise) and any("old API" in m for m in noise)
+
+
+def test_a_new_block_hears_a_warning_an_earlier_block_already_relayed() -> None:
+    """Each run's log gets its own warnings, even when an earlier run raised the same one at the same line."""
+    first, second = RecordingReporter(), RecordingReporter()
+    for rep in (first, second):
+        with relay_warnings(rep):
+            _warn("same place, same text")
+            _warn("same place, same text")
+    assert _relayed(first) == _relayed(second) == ["UserWarning: same place, same text"]
