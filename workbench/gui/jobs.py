@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QDeadlineTimer, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QDeadlineTimer, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from workbench.engine.events import CancelToken, Reporter
 from workbench.errors import Cancelled
@@ -69,11 +69,14 @@ class MetricEvent:
 class _SignalReporter(Reporter):
     """The engine-facing side of a worker: callbacks from any thread become (batched) signals.
 
-    Kept separate from the QObject because the QObject's ``metrics`` attribute is a signal.
+    Kept separate from the QObject because the QObject's ``metrics`` attribute is a signal. The
+    worker holds its reporter and the reporter its worker: ``detach`` breaks that cycle when the job's
+    thread has ended, so both are freed by reference counting on the GUI thread, never by the cyclic
+    GC on whichever thread happens to run it. A detached reporter drops what it is told.
     """
 
     def __init__(self, worker: JobWorker) -> None:
-        self._worker = worker
+        self._worker: JobWorker | None = worker
         self._lock = threading.Lock()
         self._pending: list[MetricEvent] = []
         self._last_metrics_emit = 0.0
@@ -82,15 +85,18 @@ class _SignalReporter(Reporter):
 
     # -- engine Reporter interface (called from the worker thread and the telemetry thread) --------
     def run_started(self, run_id: int, name: str) -> None:
-        self._worker.runStarted.emit(int(run_id), str(name))
+        if (w := self._worker) is not None:
+            w.runStarted.emit(int(run_id), str(name))
 
     def stage_started(self, stage: str, total: int | None = None) -> None:
         self.flush()
-        self._worker.stageStarted.emit(str(stage), -1 if total is None else int(total))
+        if (w := self._worker) is not None:
+            w.stageStarted.emit(str(stage), -1 if total is None else int(total))
 
     def stage_finished(self, stage: str, result: Mapping[str, Any] | None = None) -> None:
         self.flush()
-        self._worker.stageFinished.emit(str(stage), dict(result or {}))
+        if (w := self._worker) is not None:
+            w.stageFinished.emit(str(stage), dict(result or {}))
 
     def progress(self, done: int, total: int | None, message: str = "") -> None:
         now = time.monotonic()
@@ -102,8 +108,8 @@ class _SignalReporter(Reporter):
                 self._pending_progress = None
             else:
                 self._pending_progress = item
-        if due:
-            self._worker.progressed.emit(*item)
+        if due and (w := self._worker) is not None:
+            w.progressed.emit(*item)
 
     def metrics(self, stage: str, step: int, values: Mapping[str, float], t: float | None = None) -> None:
         event = MetricEvent(str(stage), int(step), {str(k): float(v) for k, v in values.items()
@@ -116,13 +122,16 @@ class _SignalReporter(Reporter):
                 return
             batch, self._pending = self._pending, []
             self._last_metrics_emit = now
-        self._worker.metrics.emit(batch)
+        if (w := self._worker) is not None:
+            w.metrics.emit(batch)
 
     def log(self, message: str, level: str = "info") -> None:
+        if (w := self._worker) is None:
+            return
         if level == "warning":
-            self._worker.warned.emit(str(message))
+            w.warned.emit(str(message))
         else:
-            self._worker.logged.emit(str(message), str(level))
+            w.logged.emit(str(message), str(level))
 
     # -- helpers -------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -131,10 +140,16 @@ class _SignalReporter(Reporter):
             batch, self._pending = self._pending, []
             progress, self._pending_progress = self._pending_progress, None
             self._last_metrics_emit = time.monotonic()
+        if (w := self._worker) is None:
+            return
         if batch:
-            self._worker.metrics.emit(batch)
+            w.metrics.emit(batch)
         if progress is not None:
-            self._worker.progressed.emit(*progress)
+            w.progressed.emit(*progress)
+
+    def detach(self) -> None:
+        """Forget the worker (breaks the worker <-> reporter cycle); later callbacks are dropped."""
+        self._worker = None
 
 
 class JobWorker(QObject):
@@ -160,16 +175,28 @@ class JobWorker(QObject):
     def __init__(self, name: str, fn: JobFn, cancel: CancelToken) -> None:
         super().__init__()
         self.name = name
-        self._fn = fn
+        self._fn: JobFn | None = fn
         self.cancel_token = cancel
         self.reporter = _SignalReporter(self)
+
+    def release(self) -> None:
+        """Drop the reporter's link back to this worker and the job function (and what its closure holds).
+
+        Called on the GUI thread once the job's thread has ended, so whatever the closure held is
+        freed there, by reference counting.
+        """
+        self.reporter.detach()
+        self._fn = None
 
     @Slot()
     def run(self) -> None:
         result: Any = None
         self.started.emit(self.name)
+        fn = self._fn
         try:
-            result = self._fn(self.reporter, self.cancel_token)
+            if fn is None:
+                raise RuntimeError(f"job {self.name!r} was already run")
+            result = fn(self.reporter, self.cancel_token)
         except Cancelled:
             self.reporter.flush()
             self.cancelledJob.emit()
@@ -180,6 +207,7 @@ class JobWorker(QObject):
             self.errored.emit(message, "".join(traceback.format_exception(exc)))
         else:
             self.reporter.flush()
+        del fn
         self.finished.emit(result)
 
 
@@ -267,6 +295,7 @@ class Job(QObject):
         self.thread.wait()  # 'finished' is emitted just before the thread exits: let it exit fully
         with _LIVE_LOCK:
             _LIVE_THREADS.discard(self.thread)
+        self.worker.release()  # here, on the GUI thread: no cycle left for the cyclic GC
         self.ended.emit(self)
 
 
@@ -354,6 +383,8 @@ class JobManager(QObject):
         if job in self._all:
             self._all.remove(job)
             self._ended.append(job)
+            # Free it right after this signal's dispatch (not inside it), on this (the GUI) thread.
+            QTimer.singleShot(0, self.release_ended)
         if self._jobs.get(job.key) is job:
             del self._jobs[job.key]
 

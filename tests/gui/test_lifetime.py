@@ -1,0 +1,50 @@
+"""Job lifetimes: finished jobs are freed on the GUI thread, and nothing a job left behind can crash the app."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from workbench.gui.jobs import JobManager, live_threads
+
+
+@pytest.fixture
+def gc_off() -> Iterator[None]:
+    """Only reference counting frees objects during the test (so a reference cycle shows up as a leak)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("key", [JobManager.EXCLUSIVE, "model_summary"])
+def test_finished_jobs_are_freed_by_reference_counting(qtbot, gc_off, key: str) -> None:
+    """Job, worker, reporter and thread go away without the cyclic GC, for runs and for helper jobs alike."""
+    manager = JobManager()
+    leaked: list[object] = []
+
+    def fn(reporter, cancel):  # noqa: ANN001
+        reporter.metrics("train", 1, {"loss": 0.5})
+        reporter.log("hello")
+        leaked.append(reporter)  # e.g. a sampler thread that outlives its job
+        return 42
+
+    job = manager.start("tiny", fn, key=key)
+    refs = {name: weakref.ref(obj) for name, obj in
+            (("job", job), ("worker", job.worker), ("thread", job.thread))}
+    results: list[object] = []
+    job.finished.connect(results.append)
+    del job
+    qtbot.waitUntil(lambda: results == [42] and not manager.jobs() and not live_threads(), timeout=10_000)
+    qtbot.waitUntil(lambda: all(r() is None for r in refs.values()), timeout=5_000)
+    # The reporter the job leaked is detached: calling it later does nothing (and keeps nothing alive).
+    reporter = leaked.pop()
+    assert reporter._worker is None  # type: ignore[attr-defined]
+    reporter.log("late")  # type: ignore[attr-defined]
+    reporter.metrics("train", 2, {"loss": 0.4})  # type: ignore[attr-defined]
+    reporter.flush()  # type: ignore[attr-defined]
