@@ -48,3 +48,37 @@ def test_finished_jobs_are_freed_by_reference_counting(qtbot, gc_off, key: str) 
     reporter.log("late")  # type: ignore[attr-defined]
     reporter.metrics("train", 2, {"loss": 0.4})  # type: ignore[attr-defined]
     reporter.flush()  # type: ignore[attr-defined]
+
+
+def test_a_failed_run_shows_as_failed_not_done(window, qtbot, monkeypatch) -> None:  # noqa: ANN001
+    """Status text, progress text and bar colour say "failed" for a failed run and a job that raises."""
+    from PySide6.QtGui import QPalette
+
+    import workbench.engine.data as data
+    from workbench.gui.main_window import FAILED_COLOUR
+
+    def broken(section):  # noqa: ANN001, ANN202
+        raise RuntimeError("synthetic failure for the test")
+
+    def bar_colour() -> str:
+        return window.progress.palette().color(QPalette.ColorRole.Highlight).name()
+
+    def ended(job) -> None:  # noqa: ANN001
+        qtbot.waitUntil(lambda: job.done and not window.jobs.busy, timeout=60_000)
+        qtbot.waitUntil(lambda: window.progress.property("state") != "running", timeout=5_000)
+
+    monkeypatch.setattr(data, "load_dataset", broken)
+    ended(window.start_run(False))
+    assert window.store.list_runs()[0].status == "failed"
+    assert window.progress.format() == "Failed" and window.progress.property("state") == "failed"
+    assert bar_colour() == FAILED_COLOUR
+    assert window.stage_label.text().startswith("Last job: Run failed at")
+
+    ended(window.jobs.start("Quick job", lambda r, c: 1))
+    assert window.progress.format() == "Done" and window.progress.property("state") == "done"
+    assert bar_colour() != FAILED_COLOUR
+    assert window.stage_label.text().startswith("Last job: Quick job finished at")
+
+    ended(window.jobs.start("Exploding job", lambda r, c: 1 / 0))
+    assert window.progress.format() == "Failed" and bar_colour() == FAILED_COLOUR
+    assert window.stage_label.text().startswith("Last job: Exploding job failed at")

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -69,6 +69,7 @@ APP_NAME = "Workbench"
 LOG_MAX_LINES = 5000
 REVALIDATE_MS = 150
 SHUTDOWN_WAIT_S = 10.0
+FAILED_COLOUR = "#b3261e"
 
 _SECTIONS = tuple(Recipe.model_fields)
 _PATH_IN_TEXT = re.compile(r"\b(" + "|".join(_SECTIONS) + r")\.([a-z_]+)\b")
@@ -143,6 +144,7 @@ class MainWindow(QMainWindow):
         self._eta = EtaEstimator()
         self._stage = ""
         self._job_name = ""
+        self._job_failed = False
         self._run_id: int | None = None
 
         self._build_actions()
@@ -282,6 +284,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
         self.progress.setFormat("Idle")
+        self._progress_palette = QPalette(self.progress.palette())
         self.statusBar().addWidget(self.device_label, 1)
         self.statusBar().addPermanentWidget(self.stage_label)
         self.statusBar().addPermanentWidget(self.progress)
@@ -702,6 +705,8 @@ class MainWindow(QMainWindow):
         self._eta.reset()
         self._stage = name
         self._job_name = name
+        self._job_failed = False
+        self._set_progress_state("running")
         self.stage_label.setText(name)
         self.progress.setRange(0, 0)
         self.progress.setFormat(f"{name}…")
@@ -712,7 +717,7 @@ class MainWindow(QMainWindow):
         job.warned.connect(lambda m: self.log(m, "warning"))
         job.errored.connect(lambda msg, tb: self._on_job_error(name, msg, tb))
         job.cancelledJob.connect(lambda: self.log(f"{name} stopped", "warning"))
-        job.finished.connect(lambda _r: self._on_job_finished(token.cancelled))
+        job.finished.connect(lambda result: self._on_job_finished(token.cancelled, result))
         job.ended.connect(lambda _j: self._update_actions())
 
     def _on_busy_changed(self, busy: bool) -> None:
@@ -750,18 +755,31 @@ class MainWindow(QMainWindow):
         self.stage_label.setText(f"Stage: {self._stage}")
 
     def _on_job_error(self, name: str, message: str, tb: str) -> None:
+        self._job_failed = True
         self.log(f"{name} failed: {message}", "error")
         self.show_error_dialog(f"{name} failed", message, tb)
 
-    def _on_job_finished(self, cancelled: bool) -> None:
+    def _on_job_finished(self, cancelled: bool, result: object = None) -> None:
+        """Show how the exclusive job ended: done, stopped, or failed (an exception, or a run recorded as failed)."""
         gc.collect()  # here on the GUI thread, so a job thread never frees this thread's Qt objects
         self.dashboard.stop()
+        failed = not cancelled and (self._job_failed or getattr(result, "status", None) == "failed")
+        state, word = ("stopped", "stopped") if cancelled else ("failed", "failed") if failed else ("done", "finished")
         self.progress.setRange(0, 1)
-        self.progress.setValue(0 if cancelled else 1)
-        self.progress.setFormat("Stopped" if cancelled else "Done")
-        self.stage_label.setText(f"Last job: {self._job_name} {'stopped' if cancelled else 'finished'} at "
-                                 f"{time.strftime('%H:%M:%S')}")
+        self.progress.setValue(0 if cancelled else 1)  # a full red bar for a failure, an empty one when stopped
+        self.progress.setFormat({"stopped": "Stopped", "failed": "Failed", "done": "Done"}[state])
+        self._set_progress_state(state)
+        self.stage_label.setText(f"Last job: {self._job_name} {word} at {time.strftime('%H:%M:%S')}")
         self._update_actions()
+
+    def _set_progress_state(self, state: str) -> None:
+        """Colour the progress bar for the job's state (red when it failed); ``state`` is also a property."""
+        self.progress.setProperty("state", state)
+        palette = QPalette(self._progress_palette)
+        if state == "failed":
+            palette.setColor(QPalette.ColorRole.Highlight, QColor(FAILED_COLOUR))
+        self.progress.setPalette(palette)
+        self.stage_label.setStyleSheet(f"color: {FAILED_COLOUR};" if state == "failed" else "")
 
     def _on_run_finished(self, outcome: object) -> None:
         status = getattr(outcome, "status", None)
