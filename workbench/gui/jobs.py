@@ -12,16 +12,22 @@ Rate limits: metric events are collected under a lock and emitted as one list at
 queue); progress is throttled the same way; everything pending is flushed when the job ends.
 
 Shutdown: ``JobManager.shutdown`` cancels every job and waits for its thread. Cancellation is
-cooperative (the engine checks the token every batch); ``QThread.terminate`` is never used.
+cooperative (the engine checks the token every batch); ``QThread.terminate`` is never used. A step
+that cannot check the token either runs in a killable child process (``engine.isolate``) or is
+waited for: a running QThread must never be destroyed (Qt aborts the process). So every started
+job is held here until its thread has ended, whoever else lets go of it, ``wait_for_jobs`` lets
+the app outlive its last job, and an ``atexit`` hook waits for any job thread still running when
+the interpreter exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
+import sys
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,24 +42,60 @@ METRICS_INTERVAL_S = 0.05
 
 JobFn = Callable[[Reporter, CancelToken], Any]
 
-#: Every QThread a job started that has not finished yet (tests assert it is empty afterwards).
-_LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
+#: Every job started whose thread has not been seen to end, by id. Strong references: a job (and
+#: its QThread) stays alive while its thread runs even when its manager or window is gone.
+_STARTED: dict[int, Job] = {}
 _LIVE_LOCK = threading.Lock()
 _JOB_IDS = itertools.count(1)
 
 
-def live_threads() -> list[QThread]:
-    """Job threads that are still running (for shutdown checks and tests)."""
+def running_jobs() -> list[Job]:
+    """Jobs whose thread is still running, in start order (for shutdown and tests)."""
     with _LIVE_LOCK:
-        threads = list(_LIVE_THREADS)
+        jobs = list(_STARTED.values())
     out = []
-    for t in threads:
+    for job in jobs:
         try:
-            if t.isRunning():
-                out.append(t)
+            if job.thread.isRunning():
+                out.append(job)
         except RuntimeError:  # C++ object already deleted: certainly not running
             continue
     return out
+
+
+def live_threads() -> list[QThread]:
+    """Job threads that are still running (for shutdown checks and tests)."""
+    return [job.thread for job in running_jobs()]
+
+
+def wait_for_jobs(timeout_s: float | None = None, poll: Callable[[], None] | None = None) -> bool:
+    """Block until every job thread has ended (True) or ``timeout_s`` passed (False); cancels nothing.
+
+    ``poll`` runs between short waits (the app passes ``processEvents`` so the window keeps painting
+    and the jobs' last signals are delivered).
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while jobs := running_jobs():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        jobs[0].wait(0.1)
+        if poll is not None:
+            poll()
+    return True
+
+
+@atexit.register
+def _wait_for_job_threads_at_exit() -> None:
+    """Last line of defence: the interpreter is exiting with a job thread still running. Destroying it
+    would abort the process, so ask every job to stop and wait for it (saying so on stderr)."""
+    jobs = running_jobs()
+    if not jobs:
+        return
+    names = ", ".join(sorted({job.name for job in jobs}))
+    print(f"workbench: waiting for {names} to finish before exiting…", file=sys.stderr, flush=True)
+    for job in jobs:
+        job.cancel()
+    wait_for_jobs()
 
 
 @dataclass(frozen=True)
@@ -260,7 +302,7 @@ class Job(QObject):
 
     def start(self) -> None:
         with _LIVE_LOCK:
-            _LIVE_THREADS.add(self.thread)
+            _STARTED[self.id] = self
         self.thread.start()
 
     def cancel(self) -> None:
@@ -294,7 +336,7 @@ class Job(QObject):
     def _on_thread_finished(self) -> None:
         self.thread.wait()  # 'finished' is emitted just before the thread exits: let it exit fully
         with _LIVE_LOCK:
-            _LIVE_THREADS.discard(self.thread)
+            _STARTED.pop(self.id, None)
         self.worker.release()  # here, on the GUI thread: no cycle left for the cyclic GC
         self.ended.emit(self)
 
@@ -310,6 +352,7 @@ class JobManager(QObject):
 
     busyChanged = Signal(bool)  # an exclusive job started/ended
     jobStarted = Signal(object)  # Job
+    allEnded = Signal()  # the last running job's thread has ended
 
     EXCLUSIVE = "exclusive"
 
@@ -317,8 +360,9 @@ class JobManager(QObject):
         super().__init__(parent)
         self._jobs: dict[str, Job] = {}
         self._all: list[Job] = []
-        # Ended jobs are released at the next start/shutdown, never inside their own signal dispatch.
+        # Ended jobs are released right after their own signal dispatch (never inside it).
         self._ended: list[Job] = []
+        self._closed = False
 
     @property
     def busy(self) -> bool:
@@ -336,6 +380,8 @@ class JobManager(QObject):
 
     def start(self, name: str, fn: JobFn, *, key: str = EXCLUSIVE) -> Job:
         """Run ``fn(reporter, cancel)`` on a new thread. Connect to the returned job's signals at once."""
+        if self._closed:
+            raise RuntimeError(f"cannot start {name}: the application is closing")
         self._ended.clear()
         old = self._jobs.get(key)
         if old is not None and not old.done:
@@ -362,8 +408,17 @@ class JobManager(QObject):
         for job in self._all:
             job.cancel()
 
+    def close(self) -> None:
+        """Refuse new jobs from now on (the app is closing) and ask the running ones to stop."""
+        self._closed = True
+        self.cancel_all()
+
     def shutdown(self, timeout_s: float = 5.0) -> bool:
-        """Cancel every job and wait for its thread; True when all ended in time."""
+        """Cancel every job and wait for its thread; True when all ended in time.
+
+        Blocks the calling (GUI) thread for up to ``timeout_s``: keep it short and, on False, wait
+        for ``allEnded`` instead of destroying anything.
+        """
         self.cancel_all()
         deadline = time.monotonic() + timeout_s
         ok = True
@@ -387,6 +442,8 @@ class JobManager(QObject):
             QTimer.singleShot(0, self.release_ended)
         if self._jobs.get(job.key) is job:
             del self._jobs[job.key]
+        if not self._all:
+            self.allEnded.emit()
 
 
 class EtaEstimator:

@@ -23,6 +23,7 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QApplication,
+    QDialog,
     QDockWidget,
     QFileDialog,
     QFrame,
@@ -68,7 +69,8 @@ APP_ORG = "AccelerationWorkbench"
 APP_NAME = "Workbench"
 LOG_MAX_LINES = 5000
 REVALIDATE_MS = 150
-SHUTDOWN_WAIT_S = 10.0
+#: Seconds the window waits (blocking) for jobs to stop at a checkpoint before it shows what it waits for.
+SHUTDOWN_GRACE_S = 3.0
 FAILED_COLOUR = "#b3261e"
 
 _SECTIONS = tuple(Recipe.model_fields)
@@ -140,6 +142,8 @@ class MainWindow(QMainWindow):
         self._dirty = False
         self._loading = False
         self._shut_down = False
+        self._closing = False
+        self._wait_dialog: QDialog | None = None
         self._store_closed = False
         self._eta = EtaEstimator()
         self._stage = ""
@@ -828,31 +832,108 @@ class MainWindow(QMainWindow):
 
     # -------------------------------------------------------------------------------------- shutdown
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
-        if self.jobs.busy and not self.ask_stop_running_job():
+        """Close now if every job stops within the grace period; otherwise stay open, say what we wait
+        for, and close by ourselves when the last job ends (never under a running job thread)."""
+        if self._shut_down:
+            event.accept()
+            return
+        if not self._closing and self.jobs.busy and not self.ask_stop_running_job():
             event.ignore()
             return
-        self.shutdown()
-        event.accept()
+        # Already closing (waiting for a job that cannot be interrupted): just look again.
+        if self.shutdown(0.0 if self._closing else SHUTDOWN_GRACE_S):
+            event.accept()
+        else:
+            event.ignore()
 
-    def shutdown(self) -> bool:
-        """The one shutdown path: stop timers, cancel every job and wait for its thread. Idempotent."""
+    def shutdown(self, wait_s: float = SHUTDOWN_GRACE_S) -> bool:
+        """The one shutdown path: stop timers, cancel every job, and finish once every job thread has ended.
+
+        Cancellation is cooperative: a job stops at its next checkpoint, usually within a batch, so
+        this waits up to ``wait_s`` (blocking). A job inside a step that cannot be interrupted (user
+        model code, ONNX export, torch.compile, reading a dataset) may take longer: then this returns
+        False, the window stays up with a "Waiting for …" dialog, and shutdown completes (and the
+        window closes) when the last job ends. Idempotent; True once shut down.
+        """
         if self._shut_down:
             return True
+        if not self._closing:
+            self._closing = True
+            self.revalidate_timer.stop()
+            self.dashboard.timer.stop()
+            for p in self.panels:
+                p.shutdown()
+            self.jobs.close()  # no new jobs; running ones are asked to stop
+            self.jobs.allEnded.connect(self._on_all_jobs_ended)
+        if not self.jobs.shutdown(wait_s):
+            self._show_shutdown_wait()
+            return False
+        self._finish_shutdown()
+        return True
+
+    def _finish_shutdown(self) -> None:
+        """Every job thread has ended: deliver their last signals, save settings, close the store."""
         self._shut_down = True
-        self.revalidate_timer.stop()
-        self.dashboard.timer.stop()
-        for p in self.panels:
-            p.shutdown()
-        ok = self.jobs.shutdown(SHUTDOWN_WAIT_S)
-        if not ok:
-            self.log("a job did not stop in time", "error")
         app = QApplication.instance()
         if app is not None:
             app.processEvents()  # deliver the jobs' last queued signals while the window still exists
+        if self._wait_dialog is not None:
+            self._wait_dialog.hide()
+            self._wait_dialog.deleteLater()
+            self._wait_dialog = None
         self.dashboard.timer.stop()
         self.statusBar().clearMessage()  # stops the status bar's message timer
         self._save_settings()
-        if ok and self._owns_store:
+        if self._owns_store and not self._store_closed:
             self._store_closed = True
             self.store.close()
-        return ok
+
+    @property
+    def store_is_closed(self) -> bool:
+        return self._store_closed
+
+    def _on_all_jobs_ended(self) -> None:
+        if self._closing and not self._shut_down:
+            self.log("every job has ended; closing", "stage")
+            QTimer.singleShot(0, self.close)  # outside the job's signal dispatch
+
+    def waiting_for(self) -> list[str]:
+        """What shutdown is waiting for, e.g. ``["Run (stage: load)"]`` (empty when nothing runs)."""
+        out = []
+        for job in self.jobs.jobs():
+            if job.key == JobManager.EXCLUSIVE and self._stage and self._stage != job.name:
+                out.append(f"{job.name} (stage: {self._stage})")
+            else:
+                out.append(job.name)
+        return out
+
+    def _show_shutdown_wait(self) -> None:
+        """Tell the user why the window does not close yet, and that it will by itself."""
+        names = ", ".join(self.waiting_for()) or "a background job"
+        text = (f"Waiting for {names} to finish its current step. It was asked to stop, but this step "
+                "cannot be interrupted; the window closes by itself as soon as it ends.")
+        self.stage_label.setText(f"Closing: waiting for {names}…")
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("Closing…")
+        if self._wait_dialog is None:
+            self.log(f"closing: waiting for {names} to finish its current step", "warning")
+            dialog = QDialog(self)
+            dialog.setObjectName("shutdownWaitDialog")
+            dialog.setWindowTitle("Closing Acceleration Workbench")
+            dialog.setWindowModality(Qt.WindowModality.WindowModal)
+            lay = QVBoxLayout(dialog)
+            label = QLabel(text)
+            label.setObjectName("shutdownWaitText")
+            label.setWordWrap(True)
+            lay.addWidget(label)
+            busy = QProgressBar()
+            busy.setRange(0, 0)
+            busy.setTextVisible(False)
+            lay.addWidget(busy)
+            self._wait_dialog = dialog
+        else:
+            label = self._wait_dialog.findChild(QLabel, "shutdownWaitText")
+            if label is not None:
+                label.setText(text)
+        self._wait_dialog.show()
+        self._wait_dialog.raise_()
