@@ -82,3 +82,24 @@ def test_a_failed_run_shows_as_failed_not_done(window, qtbot, monkeypatch) -> No
     ended(window.jobs.start("Exploding job", lambda r, c: 1 / 0))
     assert window.progress.format() == "Failed" and bar_colour() == FAILED_COLOUR
     assert window.stage_label.text().startswith("Last job: Exploding job failed at")
+
+
+def test_ended_job_threads_leave_threading_enumerate(qtbot) -> None:  # noqa: ANN001
+    """A job thread that Python code asked about (Thread.start, logging) is not listed once it has ended."""
+    import threading
+
+    manager = JobManager()
+    before = set(threading.enumerate())
+    names: list[str] = []
+
+    def fn(reporter, cancel):  # noqa: ANN001
+        names.append(threading.current_thread().name)  # registers a "dummy" Thread for this Qt thread
+        helper = threading.Thread(target=lambda: None)
+        helper.start()
+        helper.join()
+
+    for _ in range(3):
+        manager.start("asks", fn)
+        qtbot.waitUntil(lambda: not manager.jobs() and not live_threads(), timeout=10_000)
+    assert len(names) == 3
+    assert set(threading.enumerate()) == before

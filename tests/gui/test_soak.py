@@ -1,5 +1,6 @@
 """Soak: 200 short GUI jobs back to back (model summaries, data previews, real runs) through the window's
-own entry points. No crash, and after warm-up no growth in live QObjects or threads."""
+own entry points. No crash; after warm-up no growth in live QObjects or threads, and no QObject that
+only the cyclic garbage collector could free (it may run on a job thread)."""
 
 from __future__ import annotations
 
@@ -109,8 +110,17 @@ def test_200_short_jobs_leave_no_qobjects_or_threads_behind(qtbot, qapp, tmp_pat
         run_one(CYCLE[i % len(CYCLE)])
     _settle(qapp)
     qobjects_before, threads_before = _live_qobjects(), _threads()
-    for i in range(WARM_UP, JOBS):
-        run_one(CYCLE[i % len(CYCLE)])
+    # Keep (instead of free) whatever only the cyclic GC could free: a QObject among it is one that the
+    # GC may free on whichever thread it runs, e.g. a job thread (crashes and deadlocks seen before).
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(WARM_UP, JOBS):
+            run_one(CYCLE[i % len(CYCLE)])
+        gc.collect()
+        cyclic_qobjects = collections.Counter(type(o).__name__ for o in gc.garbage if isinstance(o, QObject))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
     _settle(qapp)
     qobjects_after, threads_after = _live_qobjects(), _threads()
     elapsed = time.monotonic() - t0
@@ -121,10 +131,11 @@ def test_200_short_jobs_leave_no_qobjects_or_threads_behind(qtbot, qapp, tmp_pat
         {(r.status, r.error) for r in runs}
     assert model_panel.summary is not None and data_panel.thumbs.count > 0  # results really arrived
     assert window.error_messages == []
+    assert not cyclic_qobjects, f"QObjects left to the cyclic GC: {dict(cyclic_qobjects)}"
     grown = {k: qobjects_after[k] - qobjects_before[k] for k in qobjects_after | qobjects_before
              if qobjects_after[k] != qobjects_before[k]}
     assert grown == {}, f"live QObjects changed after warm-up: {grown}"
-    assert threads_after == threads_before, (threads_before, threads_after)
+    assert threads_after == threads_before, (threads_before, threads_after, threading.enumerate())
     print(f"\nsoak: {JOBS} jobs in {elapsed:.1f} s; {sum(qobjects_after.values())} live QObjects; "
           f"threads (python, os) {threads_after}; seconds per kind " +
           ", ".join(f"{k} {spent[k] / outcomes[k]:.2f}" for k in outcomes))

@@ -251,6 +251,27 @@ class JobWorker(QObject):
             self.reporter.flush()
         del fn
         self.finished.emit(result)
+        _forget_dummy_thread()
+
+
+def _forget_dummy_thread() -> None:
+    """Drop the ``threading`` record of this (Qt) thread, which is about to end.
+
+    Python registers a "dummy" Thread for a thread it did not start the first time code there asks
+    for ``threading.current_thread()`` (``Thread.start``, logging), and never removes it ("it is
+    impossible to detect the termination of alien threads"), so ``threading.enumerate()`` would keep
+    listing ended job threads. Here the end is known. Private names, guarded: without them the record
+    merely stays.
+    """
+    active = getattr(threading, "_active", None)
+    lock = getattr(threading, "_active_limbo_lock", None)
+    dummy = getattr(threading, "_DummyThread", None)
+    if active is None or lock is None or dummy is None:
+        return
+    ident = threading.get_ident()
+    with lock:
+        if isinstance(active.get(ident), dummy):
+            del active[ident]
 
 
 class Job(QObject):
