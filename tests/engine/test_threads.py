@@ -13,7 +13,7 @@ import torch
 
 import workbench.engine
 from tests.helpers import tiny_recipe
-from workbench.engine.events import RecordingReporter, install_warning_hook, relay_warnings
+from workbench.engine.events import RecordingReporter, install_warning_hook, relay_warnings, suppress_warnings
 from workbench.engine.pipeline import run_recipe
 from workbench.engine.store import RunStore
 
@@ -143,3 +143,32 @@ def test_a_new_block_hears_a_warning_an_earlier_block_already_relayed() -> None:
             _warn("same place, same text")
             _warn("same place, same text")
     assert _relayed(first) == _relayed(second) == ["UserWarning: same place, same text"]
+
+
+def test_suppress_warnings_drops_only_its_categories_on_its_own_thread() -> None:
+    """The thread-safe stand-in for catch_warnings + simplefilter('ignore'): filters never change, and
+    another thread's warnings of the same category still reach that thread's run."""
+    filters_before = list(warnings.filters)
+    mine, theirs = RecordingReporter(), RecordingReporter()
+    inside = threading.Barrier(2)
+
+    def other_thread() -> None:
+        with relay_warnings(theirs):
+            inside.wait(10)
+            _warn("their user warning")
+            inside.wait(10)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    with relay_warnings(mine):
+        with suppress_warnings(UserWarning):
+            inside.wait(10)
+            _warn("dropped user warning")
+            _warn("kept runtime warning", RuntimeWarning)
+            assert warnings.filters == filters_before
+            inside.wait(10)
+        _warn("user warning after the block")
+    t.join(10)
+    assert _relayed(mine) == ["RuntimeWarning: kept runtime warning", "UserWarning: user warning after the block"]
+    assert _relayed(theirs) == ["UserWarning: their user warning"]
+    assert warnings.filters == filters_before

@@ -109,7 +109,7 @@ class RecordingReporter(Reporter):
 LIBRARY_NOISE: tuple[type[Warning], ...] = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 _log = logging.getLogger("workbench.warnings")
-_routes = threading.local()  # .stack: the relay_warnings blocks open on this thread, innermost last
+_routes = threading.local()  # .stack: the relay/suppress blocks open on this thread, innermost last
 _install_lock = threading.Lock()
 _previous_showwarning: Callable[..., Any] | None = None
 _noise_lock = threading.Lock()
@@ -118,14 +118,9 @@ _noise_seen: set[tuple[str, str]] = set()
 
 def _route_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                    file: Any = None, line: str | None = None) -> None:
-    """The process-wide ``warnings.showwarning``: hand a warning to the block open on *this* thread."""
-    stack: list[relay_warnings] = getattr(_routes, "stack", None) or []
-    if not stack:
-        fallback = _previous_showwarning
-        if fallback is not None:
-            fallback(message, category, filename, lineno, file, line)
-        return
-    if issubclass(category, LIBRARY_NOISE):
+    """The process-wide ``warnings.showwarning``: hand a warning to the blocks open on *this* thread."""
+    stack: list[_WarningRoute] = getattr(_routes, "stack", None) or []
+    if stack and issubclass(category, LIBRARY_NOISE):
         key = (category.__name__, str(message))
         with _noise_lock:
             if key in _noise_seen:
@@ -133,7 +128,12 @@ def _route_warning(message: Warning | str, category: type[Warning], filename: st
             _noise_seen.add(key)
         _log.debug("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
         return
-    stack[-1].relay(f"{category.__name__}: {message}")
+    for route in reversed(stack):  # innermost first
+        if route.take(category, f"{category.__name__}: {message}"):
+            return
+    fallback = _previous_showwarning
+    if fallback is not None:
+        fallback(message, category, filename, lineno, file, line)
 
 
 def install_warning_hook() -> None:
@@ -150,7 +150,45 @@ def install_warning_hook() -> None:
             warnings.showwarning = _route_warning
 
 
-class relay_warnings:  # noqa: N801 - used as a context manager, reads like a function
+class _WarningRoute:
+    """A block that takes the warnings raised on its thread while it is open (see ``_route_warning``)."""
+
+    def take(self, category: type[Warning], text: str) -> bool:
+        """Handle one warning; False passes it on to the enclosing block (or the previous hook)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> _WarningRoute:
+        install_warning_hook()
+        stack = getattr(_routes, "stack", None)
+        if stack is None:
+            stack = _routes.stack = []
+        stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack: list[_WarningRoute] = getattr(_routes, "stack", [])
+        if self in stack:
+            stack.remove(self)
+
+
+class suppress_warnings(_WarningRoute):  # noqa: N801 - used as a context manager, reads like a function
+    """Drop warnings of ``categories`` raised on this thread inside the block (debug log only).
+
+    The thread-safe replacement for ``with warnings.catch_warnings(): warnings.simplefilter("ignore",
+    ...)``, which changes the filters of the whole process while the block runs.
+    """
+
+    def __init__(self, *categories: type[Warning]) -> None:
+        self.categories = categories
+
+    def take(self, category: type[Warning], text: str) -> bool:
+        if issubclass(category, self.categories):
+            _log.debug("suppressed: %s", text)
+            return True
+        return False
+
+
+class relay_warnings(_WarningRoute):  # noqa: N801 - used as a context manager, reads like a function
     """Forward Python warnings raised on this thread inside the block to ``reporter.log(..., 'warning')``.
 
     Thread-safe, unlike ``warnings.catch_warnings`` (which swaps process-wide filters and hooks, so
@@ -165,24 +203,16 @@ class relay_warnings:  # noqa: N801 - used as a context manager, reads like a fu
         self._seen: set[str] = set()
 
     def __enter__(self) -> relay_warnings:
-        install_warning_hook()
         # Python shows a "default" warning once per code location; a new block (a new run) should hear
         # warnings again that an earlier run already raised. This only resets that bookkeeping.
         reset_once_registry = getattr(warnings, "_filters_mutated", None)
         if reset_once_registry is not None:
             reset_once_registry()
-        stack = getattr(_routes, "stack", None)
-        if stack is None:
-            stack = _routes.stack = []
-        stack.append(self)
+        super().__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        stack: list[relay_warnings] = getattr(_routes, "stack", [])
-        if self in stack:
-            stack.remove(self)
-
-    def relay(self, text: str) -> None:
+    def take(self, category: type[Warning], text: str) -> bool:
         if text not in self._seen:
             self._seen.add(text)
             self.reporter.log(text, "warning")
+        return True

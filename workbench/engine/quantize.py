@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from workbench.engine.events import CancelToken, Reporter
+from workbench.engine.events import CancelToken, Reporter, suppress_warnings
 from workbench.engine.isolate import ChildProcessDied, run_in_child
 from workbench.engine.onnx_steps import BatchCalibrationReader, fp16_convert_file, static_quantize_file
 from workbench.errors import Cancelled, ModelLoadError, WorkbenchError
@@ -393,12 +393,8 @@ def quantize_torch_dynamic(module: nn.Module) -> nn.Module:
     removal; when it goes, switch this one function to torchao's ``quantize_`` + ``torch.compile``.
     Only Linear layers are quantized (convolutions stay fp32); CPU only.
     """
-    import warnings
-
     q = copy.deepcopy(module).cpu().eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
+    with suppress_warnings(DeprecationWarning, UserWarning):  # thread-safe: filters stay as they are
         q = torch.ao.quantization.quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8)
     for m in q.modules():
         if isinstance(m, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer):
