@@ -224,3 +224,29 @@ def test_external_data_outside_folder_and_truncated_files_are_refused(tmp_path: 
     trunc.write_bytes(good.read_bytes()[:40])
     with pytest.raises(ModelLoadError, match="truncated"):
         quantize_onnx(trunc, tmp_path / "q2.onnx", method="dynamic")
+
+
+@pytest.mark.parametrize("method", ["static", "fp16"])
+def test_stop_kills_the_native_step_and_leaves_no_output(setup: dict[str, Any], method: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Static calibration and fp16 conversion never check the cancel token: they run in a child process
+    that is killed on Stop; the run sees Cancelled (recorded as cancelled, not failed) and no file is left."""
+    import workbench.engine.quantize as quantize
+    from workbench.engine.events import CancelToken
+    from workbench.engine.isolate import run_in_child
+    from workbench.errors import Cancelled
+
+    isolated: list[str] = []
+
+    def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        isolated.append(kwargs["what"])
+        kwargs["cancel"].cancel()  # Stop pressed while the child works
+        return run_in_child(fn, *args, **kwargs)
+
+    monkeypatch.setattr(quantize, "run_in_child", spy)
+    _model, fp32 = setup["small_cnn"]
+    dst = setup["dir"] / f"cancelled-{method}.onnx"
+    with pytest.raises(Cancelled):
+        quantize_onnx(fp32, dst, method=method, batches=setup["calib"], preprocess=False, cancel=CancelToken())
+    assert len(isolated) == 1 and fp32.name in isolated[0]
+    assert not dst.exists() and not list(dst.parent.glob(f".{dst.name}*"))

@@ -82,14 +82,27 @@ def _close(w: object) -> None:
         w.close()
 
 
+def _flush_deletions(qapp) -> None:  # noqa: ANN001 - the QApplication
+    """Carry out pending deleteLater() calls, then collect the garbage that leaves, on this (GUI) thread."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    for _ in range(3):  # a deletion can post further deletions (children, dialogs)
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        qapp.processEvents()
+    gc.collect()
+
+
 @pytest.fixture(autouse=True)
 def no_dangling_jobs(qapp) -> Iterator[None]:  # noqa: ANN001 - pytest-qt fixture
     """After each GUI test: close windows, then no job thread and no window timer may still run.
 
     Garbage is collected here, on the GUI thread, before and after each test, so objects a test
-    left behind are not collected later by whichever thread happens to allocate.
+    left behind are not collected later by whichever thread happens to allocate. Pending
+    ``deleteLater`` calls are carried out first: until then a closed window's lambda connections keep
+    it alive, and it only becomes garbage later, in the middle of the next test (where the cyclic GC
+    on a job thread once freed a whole window and deadlocked with the GUI thread).
     """
-    gc.collect()
+    _flush_deletions(qapp)
     yield
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
@@ -110,8 +123,7 @@ def no_dangling_jobs(qapp) -> Iterator[None]:  # noqa: ANN001 - pytest-qt fixtur
               for w in windows for t in w.findChildren(QTimer) if t.isActive()]
     for w in windows:
         w.deleteLater()  # before asserting, so one failure does not spill into the next test
-    qapp.processEvents()
-    gc.collect()  # here, on the GUI thread, with every job thread ended
+    _flush_deletions(qapp)  # here, on the GUI thread, with every job thread ended
     assert not running, f"job threads still running after the test: {running}"
     assert not active, f"timers still running after close: {active}"
 

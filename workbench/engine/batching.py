@@ -5,12 +5,18 @@ is read from the allocator). On CPU nothing raises before the OS kills the proce
 fits when its measured footprint stays under a memory budget: parameters, gradients and optimizer
 state, plus the activations autograd really saved for that batch (counted with saved-tensor hooks).
 The result is reported with a safety margin; it is never applied silently.
+
+The search runs the caller's model in train mode on zero/random input, which would move its
+BatchNorm statistics and leave it in train mode with gradients set: a pretrained model's baseline
+would then be measured on corrupted statistics. ``find_max_batch`` therefore restores every buffer,
+gradient and training flag it touched before returning (or raising). No copy of the model is made:
+on CUDA a copy would occupy the very memory being measured.
 """
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -82,9 +88,39 @@ def _cuda_step_bytes(module: nn.Module, input_shape: tuple[int, ...], batch: int
     except torch.cuda.OutOfMemoryError:
         return None
     finally:
+        # Freed by reference counting; no gc.collect() here: this runs on GUI job threads, where a
+        # collection can free the GUI thread's Qt objects (deadlocks, crashes).
+        x = out = None  # noqa: F841 - drop the batch before empty_cache() returns its memory
         module.zero_grad(set_to_none=True)
-        gc.collect()
         torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def preserved_state(module: nn.Module) -> Iterator[None]:
+    """Restore ``module``'s buffers, gradients and per-submodule training flags on exit.
+
+    Parameters are not saved: the search runs no optimizer step, so it never changes them. Buffers
+    (BatchNorm running statistics, counters) are copied to the CPU so the copy does not take device
+    memory from the search. Gradients are set aside (``None`` during the search, so each step is
+    measured from the same empty state) and put back afterwards.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    buffers = {name: b.detach().to("cpu", copy=True) for name, b in module.named_buffers()}
+    grads = {name: p.grad for name, p in module.named_parameters()}
+    for p in module.parameters():
+        p.grad = None
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                saved = buffers.get(name)
+                if saved is not None and saved.shape == b.shape:
+                    b.copy_(saved)
+        for name, p in module.named_parameters():
+            p.grad = grads.get(name)
+        for m, training in modes:
+            m.training = training
 
 
 def find_max_batch(
@@ -99,7 +135,28 @@ def find_max_batch(
     reporter: Reporter | None = None,
     cancel: CancelToken | None = None,
 ) -> MaxBatchResult:
-    """Largest batch whose training step fits; ``suggested_batch`` keeps ``safety_margin`` headroom."""
+    """Largest batch whose training step fits; ``suggested_batch`` keeps ``safety_margin`` headroom.
+
+    ``module`` comes back as it went in: buffers, gradients and training flags (``preserved_state``).
+    """
+    with preserved_state(module):
+        return _find_max_batch(module, input_shape, plan, budget_bytes=budget_bytes, safety_margin=safety_margin,
+                               start=start, limit=limit, reporter=reporter, cancel=cancel)
+
+
+def _find_max_batch(
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    plan: PrecisionPlan,
+    *,
+    budget_bytes: int = 0,
+    safety_margin: float = 0.1,
+    start: int = 1,
+    limit: int = MAX_SEARCH_BATCH,
+    reporter: Reporter | None = None,
+    cancel: CancelToken | None = None,
+) -> MaxBatchResult:
+    """The search itself; it moves BatchNorm statistics and training flags (the caller restores them)."""
     reporter = reporter or Reporter()
     on_cuda = plan.device.type == "cuda"
     if on_cuda:

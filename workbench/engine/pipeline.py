@@ -190,7 +190,7 @@ def run_recipe(
     summary: dict[str, Any] = {"run_id": run_id, "name": recipe.name, "techniques": recipe.techniques,
                                "environment": environment()}
     sampler = None
-    threads_before = torch.get_num_threads()
+    threads_before = torch.get_num_threads()  # process-wide: restored below so later jobs do not inherit it
     try:
         with relay_warnings(rep):
             plan = resolve_precision(recipe.precision)
@@ -214,7 +214,8 @@ def run_recipe(
     finally:
         if sampler is not None:
             sampler.stop()
-        torch.set_num_threads(threads_before)  # a run's choice must not leak into later jobs
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)  # a run's choice must not leak into later jobs
 
 
 def record_process_exit(store: RunStore, run_id: int, summary: dict[str, Any], rep: Reporter,

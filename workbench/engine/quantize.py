@@ -42,7 +42,7 @@ import ast
 import copy
 import math
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from workbench.engine.events import CancelToken, Reporter
+from workbench.engine.events import CancelToken, Reporter, suppress_warnings
+from workbench.engine.isolate import ChildProcessDied, run_in_child
 from workbench.engine.models.loaders import read_onnx
-from workbench.errors import ModelLoadError, WorkbenchError
+from workbench.engine.onnx_steps import BatchCalibrationReader, fp16_convert_file, static_quantize_file
+from workbench.errors import Cancelled, ModelLoadError, WorkbenchError
 
 __all__ = [
     "BatchCalibrationReader",
@@ -190,31 +192,6 @@ def _ops_present(model: Any, ops: Sequence[str]) -> list[str]:
 # -------------------------------------------------------------------------------- calibration
 
 
-class BatchCalibrationReader:
-    """onnxruntime ``CalibrationDataReader`` over a list of ready batches (numpy, float32).
-
-    Subclassing is not needed: onnxruntime checks for ``get_next`` (``__subclasshook__``).
-    """
-
-    def __init__(self, input_name: str, batches: Sequence[np.ndarray]) -> None:
-        self.input_name = input_name
-        self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
-        self._it: Iterator[np.ndarray] = iter(self.batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._it, None)
-        return None if batch is None else {self.input_name: batch}
-
-    def rewind(self) -> None:
-        self._it = iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        return iter({self.input_name: b} for b in self.batches)
-
-
 def calibration_batches(train: Any, eval_: Any | None, samples: int, batch_size: int = 32,
                         seed: int = 0) -> list[np.ndarray]:
     """Up to ``samples`` train-split inputs seen through the EVAL transforms, as float32 batches.
@@ -335,58 +312,50 @@ def _quantize_dynamic(src: Path, dst: Path, ops: list[str], per_channel: bool, n
 
 def quantize_static_onnx(src: Path, dst: Path, batches: Sequence[np.ndarray], *, per_channel: bool = True,
                          calibration: str = "minmax", nodes_to_exclude: Sequence[str] = (),
-                         reduce_range: bool = False) -> Path:
+                         reduce_range: bool = False, cancel: CancelToken | None = None) -> Path:
     """onnxruntime static INT8 in QDQ format, activations U8/S8 weights, calibrated on ``batches``.
 
     QDQ (not QOperator) because onnxruntime fuses QDQ groups into the same integer kernels on x86
     and the file stays portable to other execution providers (TensorRT reads QDQ, not QOperator).
+    Calibration is one long native call that never checks ``cancel``, so it runs in a child process
+    that is killed when ``cancel`` is set (``isolate.run_in_child``).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     if calibration not in _CALIBRATION_METHODS:
         raise WorkbenchError(f"calibration = {calibration!r}: expected one of {', '.join(_CALIBRATION_METHODS)}")
     if not batches:
         raise WorkbenchError("static INT8 needs calibration data; none was given")
     model = checked_onnx(src)
-    reader = BatchCalibrationReader(_model_input_name(model), batches)
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[calibration]
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if calibration == "percentile":
         extra["CalibPercentile"] = 99.99
-    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=_ops_present(model, STATIC_OPS), per_channel=per_channel,
-                    reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(nodes_to_exclude), calibrate_method=method, extra_options=extra)
+    run_in_child(static_quantize_file, str(src), str(dst), _model_input_name(model), list(batches),
+                 ops=_ops_present(model, STATIC_OPS), per_channel=per_channel, calibration=calibration,
+                 nodes_to_exclude=list(nodes_to_exclude), reduce_range=reduce_range, extra=extra,
+                 cancel=cancel, what=f"static INT8 calibration of {Path(src).name}")
     return dst
 
 
-def convert_fp16(src: Path, dst: Path) -> Path:
+def convert_fp16(src: Path, dst: Path, cancel: CancelToken | None = None) -> Path:
     """float16 weights and compute, keeping float32 inputs/outputs (callers feed float32 as before).
 
     Meant for GPU execution providers; on CPU onnxruntime runs most ops via inserted casts.
     Transpose stays fp32: with fp16 Transposes, onnxruntime 1.32's CPU session *segfaults* at
     optimization level "all" (the transpose optimizer; seen on the zoo transformer). Because a
-    crash would take the whole app down, the converted file is also opened once in a child
-    process first, and refused with an error if that child dies.
+    crash would take the whole app down, the conversion runs in a child process that also opens
+    the result once; the file is refused with an error if that child dies. The child is killed
+    when ``cancel`` is set (the conversion never checks it).
     """
-    import subprocess
-    import sys
-
-    import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
     checked_onnx(src)
-    model = read_onnx(src, external_data=True)
-    converted = convert_float_to_float16(model, keep_io_types=True,
-                                         op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Transpose"])
-    onnx.save(converted, str(dst))
-    probe = ("import onnxruntime as o, sys; o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])")
-    res = subprocess.run([sys.executable, "-c", probe, str(dst)], capture_output=True, timeout=300)
-    if res.returncode != 0:
+    try:
+        run_in_child(fp16_convert_file, str(src), str(dst), ["Transpose"], cancel=cancel,
+                     what=f"fp16 conversion of {Path(src).name}")
+    except ChildProcessDied as exc:
         dst.unlink(missing_ok=True)
         raise WorkbenchError(f"fp16 conversion of {src.name}: onnxruntime cannot open the result on this machine "
-                             f"(exit {res.returncode}); fp16 is meant for GPU providers, keep fp32 or INT8 here")
+                             f"({exc.how}); fp16 is meant for GPU providers, keep fp32 or INT8 here") from None
+    except BaseException:
+        dst.unlink(missing_ok=True)
+        raise
     return dst
 
 
@@ -401,12 +370,8 @@ def quantize_torch_dynamic(module: nn.Module) -> nn.Module:
     removal; when it goes, switch this one function to torchao's ``quantize_`` + ``torch.compile``.
     Only Linear layers are quantized (convolutions stay fp32); CPU only.
     """
-    import warnings
-
     q = copy.deepcopy(module).cpu().eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
+    with suppress_warnings(DeprecationWarning, UserWarning):  # thread-safe: filters stay as they are
         q = torch.ao.quantization.quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8)
     for m in q.modules():
         if isinstance(m, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer):
@@ -623,7 +588,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, method: str = "dynamic", 
                   calibration: str = "minmax", batches: Sequence[np.ndarray] | None = None,
                   preprocess: bool = True, exclude_modules: Sequence[str] = (),
                   nodes_to_exclude: Sequence[str] = (), reduce_range: bool = False,
-                  reporter: Reporter | None = None) -> QuantizeOutcome:
+                  reporter: Reporter | None = None, cancel: CancelToken | None = None) -> QuantizeOutcome:
     """Quantize one ONNX file (``method`` dynamic/static/fp16) into ``dst``; no accuracy loop.
 
     The pre-processed float model is kept next to ``dst`` as ``<stem>.pre.onnx`` (the sensitivity
@@ -650,16 +615,16 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, method: str = "dynamic", 
             if batches is None:
                 raise WorkbenchError("static INT8 needs calibration batches")
             quantize_static_onnx(float_path, tmp, batches, per_channel=per_channel, calibration=calibration,
-                                 nodes_to_exclude=nodes, reduce_range=reduce_range)
+                                 nodes_to_exclude=nodes, reduce_range=reduce_range, cancel=cancel)
             fmt = "QDQ"
         elif method == "fp16":
-            convert_fp16(float_path, tmp)
+            convert_fp16(float_path, tmp, cancel)
             fmt = "float16"
             notes.append("fp16 targets GPUs (CUDA/TensorRT); CPU figures are shown for honesty, not as a goal")
         else:
             raise WorkbenchError(f"quantize method {method!r}: expected dynamic, static or fp16 for ONNX files")
         tmp.replace(dst)
-    except WorkbenchError:
+    except (WorkbenchError, Cancelled):
         raise
     except Exception as exc:
         raise WorkbenchError(f"{method} quantization of {src.name} failed: "
@@ -684,7 +649,7 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
     dst = Path(dst)
     kw: dict[str, Any] = dict(method=method, per_channel=per_channel, calibration=calibration, batches=batches,
                               exclude_modules=exclude_modules)
-    out = quantize_onnx(src, dst, preprocess=preprocess, reporter=reporter, **kw)
+    out = quantize_onnx(src, dst, preprocess=preprocess, reporter=reporter, cancel=cancel, **kw)
     out.accuracy = evaluate(dst)
     drop = (float_accuracy - out.accuracy) * 100
     out.attempts.append({"kept_float": 0, "accuracy": out.accuracy, "drop_points": drop})
@@ -711,7 +676,7 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
                 cancel.raise_if_cancelled()
             keep = ranked[: min(k, len(ranked))]
             nodes = [*out.excluded_nodes, *(s.node for s in keep)]
-            quantize_onnx(out.float_path, attempt_path, preprocess=False, nodes_to_exclude=nodes, **kw)
+            quantize_onnx(out.float_path, attempt_path, preprocess=False, nodes_to_exclude=nodes, cancel=cancel, **kw)
             acc = evaluate(attempt_path)
             d = (float_accuracy - acc) * 100
             out.attempts.append({"kept_float": len(keep), "accuracy": acc, "drop_points": d,

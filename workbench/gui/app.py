@@ -236,4 +236,25 @@ def main(recipe: str | None = None, screenshot_dir: str | None = None) -> int:
         return 0
     window.show()
     QTimer.singleShot(0, window.raise_)
-    return int(app.exec())
+    code = int(app.exec())
+    finish_jobs_before_exit(app, window)
+    return code
+
+
+def finish_jobs_before_exit(app: QApplication, window: Any) -> None:
+    """After the event loop: never let the process end under a running job thread (Qt would abort).
+
+    Closing the window already waits for its jobs; this covers the other ways out of the event
+    loop (``QApplication.quit``, Ctrl-C, the session ending). Jobs are asked to stop; one inside a
+    step that cannot be interrupted is waited for, with the window still painting and a line on
+    stderr saying what the app waits for. Then the window finishes its shutdown (settings, store).
+    """
+    from workbench.gui.jobs import running_jobs, wait_for_jobs
+
+    if not window.shutdown(0.0):
+        names = ", ".join(window.waiting_for()) or ", ".join(job.name for job in running_jobs())
+        print(f"workbench: waiting for {names} to finish its current step before exiting…", file=sys.stderr,
+              flush=True)
+        wait_for_jobs(poll=lambda: app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50))
+        app.processEvents()
+        window.shutdown(0.0)

@@ -12,21 +12,27 @@ Rate limits: metric events are collected under a lock and emitted as one list at
 queue); progress is throttled the same way; everything pending is flushed when the job ends.
 
 Shutdown: ``JobManager.shutdown`` cancels every job and waits for its thread. Cancellation is
-cooperative (the engine checks the token every batch); ``QThread.terminate`` is never used.
+cooperative (the engine checks the token every batch); ``QThread.terminate`` is never used. A step
+that cannot check the token either runs in a killable child process (``engine.isolate``) or is
+waited for: a running QThread must never be destroyed (Qt aborts the process). So every started
+job is held here until its thread has ended, whoever else lets go of it, ``wait_for_jobs`` lets
+the app outlive its last job, and an ``atexit`` hook waits for any job thread still running when
+the interpreter exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
+import sys
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QDeadlineTimer, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QDeadlineTimer, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from workbench.engine.events import CancelToken, Reporter
 from workbench.errors import Cancelled
@@ -36,24 +42,60 @@ METRICS_INTERVAL_S = 0.05
 
 JobFn = Callable[[Reporter, CancelToken], Any]
 
-#: Every QThread a job started that has not finished yet (tests assert it is empty afterwards).
-_LIVE_THREADS: weakref.WeakSet[QThread] = weakref.WeakSet()
+#: Every job started whose thread has not been seen to end, by id. Strong references: a job (and
+#: its QThread) stays alive while its thread runs even when its manager or window is gone.
+_STARTED: dict[int, Job] = {}
 _LIVE_LOCK = threading.Lock()
 _JOB_IDS = itertools.count(1)
 
 
-def live_threads() -> list[QThread]:
-    """Job threads that are still running (for shutdown checks and tests)."""
+def running_jobs() -> list[Job]:
+    """Jobs whose thread is still running, in start order (for shutdown and tests)."""
     with _LIVE_LOCK:
-        threads = list(_LIVE_THREADS)
+        jobs = list(_STARTED.values())
     out = []
-    for t in threads:
+    for job in jobs:
         try:
-            if t.isRunning():
-                out.append(t)
+            if job.thread.isRunning():
+                out.append(job)
         except RuntimeError:  # C++ object already deleted: certainly not running
             continue
     return out
+
+
+def live_threads() -> list[QThread]:
+    """Job threads that are still running (for shutdown checks and tests)."""
+    return [job.thread for job in running_jobs()]
+
+
+def wait_for_jobs(timeout_s: float | None = None, poll: Callable[[], None] | None = None) -> bool:
+    """Block until every job thread has ended (True) or ``timeout_s`` passed (False); cancels nothing.
+
+    ``poll`` runs between short waits (the app passes ``processEvents`` so the window keeps painting
+    and the jobs' last signals are delivered).
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while jobs := running_jobs():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        jobs[0].wait(0.1)
+        if poll is not None:
+            poll()
+    return True
+
+
+@atexit.register
+def _wait_for_job_threads_at_exit() -> None:
+    """Last line of defence: the interpreter is exiting with a job thread still running. Destroying it
+    would abort the process, so ask every job to stop and wait for it (saying so on stderr)."""
+    jobs = running_jobs()
+    if not jobs:
+        return
+    names = ", ".join(sorted({job.name for job in jobs}))
+    print(f"workbench: waiting for {names} to finish before exiting…", file=sys.stderr, flush=True)
+    for job in jobs:
+        job.cancel()
+    wait_for_jobs()
 
 
 @dataclass(frozen=True)
@@ -69,11 +111,14 @@ class MetricEvent:
 class _SignalReporter(Reporter):
     """The engine-facing side of a worker: callbacks from any thread become (batched) signals.
 
-    Kept separate from the QObject because the QObject's ``metrics`` attribute is a signal.
+    Kept separate from the QObject because the QObject's ``metrics`` attribute is a signal. The
+    worker holds its reporter and the reporter its worker: ``detach`` breaks that cycle when the job's
+    thread has ended, so both are freed by reference counting on the GUI thread, never by the cyclic
+    GC on whichever thread happens to run it. A detached reporter drops what it is told.
     """
 
     def __init__(self, worker: JobWorker) -> None:
-        self._worker = worker
+        self._worker: JobWorker | None = worker
         self._lock = threading.Lock()
         self._pending: list[MetricEvent] = []
         self._last_metrics_emit = 0.0
@@ -82,15 +127,18 @@ class _SignalReporter(Reporter):
 
     # -- engine Reporter interface (called from the worker thread and the telemetry thread) --------
     def run_started(self, run_id: int, name: str) -> None:
-        self._worker.runStarted.emit(int(run_id), str(name))
+        if (w := self._worker) is not None:
+            w.runStarted.emit(int(run_id), str(name))
 
     def stage_started(self, stage: str, total: int | None = None) -> None:
         self.flush()
-        self._worker.stageStarted.emit(str(stage), -1 if total is None else int(total))
+        if (w := self._worker) is not None:
+            w.stageStarted.emit(str(stage), -1 if total is None else int(total))
 
     def stage_finished(self, stage: str, result: Mapping[str, Any] | None = None) -> None:
         self.flush()
-        self._worker.stageFinished.emit(str(stage), dict(result or {}))
+        if (w := self._worker) is not None:
+            w.stageFinished.emit(str(stage), dict(result or {}))
 
     def progress(self, done: int, total: int | None, message: str = "") -> None:
         now = time.monotonic()
@@ -102,8 +150,8 @@ class _SignalReporter(Reporter):
                 self._pending_progress = None
             else:
                 self._pending_progress = item
-        if due:
-            self._worker.progressed.emit(*item)
+        if due and (w := self._worker) is not None:
+            w.progressed.emit(*item)
 
     def metrics(self, stage: str, step: int, values: Mapping[str, float], t: float | None = None) -> None:
         event = MetricEvent(str(stage), int(step), {str(k): float(v) for k, v in values.items()
@@ -116,13 +164,16 @@ class _SignalReporter(Reporter):
                 return
             batch, self._pending = self._pending, []
             self._last_metrics_emit = now
-        self._worker.metrics.emit(batch)
+        if (w := self._worker) is not None:
+            w.metrics.emit(batch)
 
     def log(self, message: str, level: str = "info") -> None:
+        if (w := self._worker) is None:
+            return
         if level == "warning":
-            self._worker.warned.emit(str(message))
+            w.warned.emit(str(message))
         else:
-            self._worker.logged.emit(str(message), str(level))
+            w.logged.emit(str(message), str(level))
 
     # -- helpers -------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -131,10 +182,16 @@ class _SignalReporter(Reporter):
             batch, self._pending = self._pending, []
             progress, self._pending_progress = self._pending_progress, None
             self._last_metrics_emit = time.monotonic()
+        if (w := self._worker) is None:
+            return
         if batch:
-            self._worker.metrics.emit(batch)
+            w.metrics.emit(batch)
         if progress is not None:
-            self._worker.progressed.emit(*progress)
+            w.progressed.emit(*progress)
+
+    def detach(self) -> None:
+        """Forget the worker (breaks the worker <-> reporter cycle); later callbacks are dropped."""
+        self._worker = None
 
 
 class JobWorker(QObject):
@@ -160,16 +217,28 @@ class JobWorker(QObject):
     def __init__(self, name: str, fn: JobFn, cancel: CancelToken) -> None:
         super().__init__()
         self.name = name
-        self._fn = fn
+        self._fn: JobFn | None = fn
         self.cancel_token = cancel
         self.reporter = _SignalReporter(self)
+
+    def release(self) -> None:
+        """Drop the reporter's link back to this worker and the job function (and what its closure holds).
+
+        Called on the GUI thread once the job's thread has ended, so whatever the closure held is
+        freed there, by reference counting.
+        """
+        self.reporter.detach()
+        self._fn = None
 
     @Slot()
     def run(self) -> None:
         result: Any = None
         self.started.emit(self.name)
+        fn = self._fn
         try:
-            result = self._fn(self.reporter, self.cancel_token)
+            if fn is None:
+                raise RuntimeError(f"job {self.name!r} was already run")
+            result = fn(self.reporter, self.cancel_token)
         except Cancelled:
             self.reporter.flush()
             self.cancelledJob.emit()
@@ -180,7 +249,29 @@ class JobWorker(QObject):
             self.errored.emit(message, "".join(traceback.format_exception(exc)))
         else:
             self.reporter.flush()
+        del fn
         self.finished.emit(result)
+        _forget_dummy_thread()
+
+
+def _forget_dummy_thread() -> None:
+    """Drop the ``threading`` record of this (Qt) thread, which is about to end.
+
+    Python registers a "dummy" Thread for a thread it did not start the first time code there asks
+    for ``threading.current_thread()`` (``Thread.start``, logging), and never removes it ("it is
+    impossible to detect the termination of alien threads"), so ``threading.enumerate()`` would keep
+    listing ended job threads. Here the end is known. Private names, guarded: without them the record
+    merely stays.
+    """
+    active = getattr(threading, "_active", None)
+    lock = getattr(threading, "_active_limbo_lock", None)
+    dummy = getattr(threading, "_DummyThread", None)
+    if active is None or lock is None or dummy is None:
+        return
+    ident = threading.get_ident()
+    with lock:
+        if isinstance(active.get(ident), dummy):
+            del active[ident]
 
 
 class Job(QObject):
@@ -232,7 +323,7 @@ class Job(QObject):
 
     def start(self) -> None:
         with _LIVE_LOCK:
-            _LIVE_THREADS.add(self.thread)
+            _STARTED[self.id] = self
         self.thread.start()
 
     def cancel(self) -> None:
@@ -266,7 +357,8 @@ class Job(QObject):
     def _on_thread_finished(self) -> None:
         self.thread.wait()  # 'finished' is emitted just before the thread exits: let it exit fully
         with _LIVE_LOCK:
-            _LIVE_THREADS.discard(self.thread)
+            _STARTED.pop(self.id, None)
+        self.worker.release()  # here, on the GUI thread: no cycle left for the cyclic GC
         self.ended.emit(self)
 
 
@@ -281,6 +373,7 @@ class JobManager(QObject):
 
     busyChanged = Signal(bool)  # an exclusive job started/ended
     jobStarted = Signal(object)  # Job
+    allEnded = Signal()  # the last running job's thread has ended
 
     EXCLUSIVE = "exclusive"
 
@@ -288,8 +381,9 @@ class JobManager(QObject):
         super().__init__(parent)
         self._jobs: dict[str, Job] = {}
         self._all: list[Job] = []
-        # Ended jobs are released at the next start/shutdown, never inside their own signal dispatch.
+        # Ended jobs are released right after their own signal dispatch (never inside it).
         self._ended: list[Job] = []
+        self._closed = False
 
     @property
     def busy(self) -> bool:
@@ -307,6 +401,8 @@ class JobManager(QObject):
 
     def start(self, name: str, fn: JobFn, *, key: str = EXCLUSIVE) -> Job:
         """Run ``fn(reporter, cancel)`` on a new thread. Connect to the returned job's signals at once."""
+        if self._closed:
+            raise RuntimeError(f"cannot start {name}: the application is closing")
         self._ended.clear()
         old = self._jobs.get(key)
         if old is not None and not old.done:
@@ -333,8 +429,17 @@ class JobManager(QObject):
         for job in self._all:
             job.cancel()
 
+    def close(self) -> None:
+        """Refuse new jobs from now on (the app is closing) and ask the running ones to stop."""
+        self._closed = True
+        self.cancel_all()
+
     def shutdown(self, timeout_s: float = 5.0) -> bool:
-        """Cancel every job and wait for its thread; True when all ended in time."""
+        """Cancel every job and wait for its thread; True when all ended in time.
+
+        Blocks the calling (GUI) thread for up to ``timeout_s``: keep it short and, on False, wait
+        for ``allEnded`` instead of destroying anything.
+        """
         self.cancel_all()
         deadline = time.monotonic() + timeout_s
         ok = True
@@ -354,8 +459,12 @@ class JobManager(QObject):
         if job in self._all:
             self._all.remove(job)
             self._ended.append(job)
+            # Free it right after this signal's dispatch (not inside it), on this (the GUI) thread.
+            QTimer.singleShot(0, self.release_ended)
         if self._jobs.get(job.key) is job:
             del self._jobs[job.key]
+        if not self._all:
+            self.allEnded.emit()
 
 
 class EtaEstimator:

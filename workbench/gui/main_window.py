@@ -20,9 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QColor, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QApplication,
+    QDialog,
     QDockWidget,
     QFileDialog,
     QFrame,
@@ -68,7 +69,9 @@ APP_ORG = "AccelerationWorkbench"
 APP_NAME = "Workbench"
 LOG_MAX_LINES = 5000
 REVALIDATE_MS = 150
-SHUTDOWN_WAIT_S = 10.0
+#: Seconds the window waits (blocking) for jobs to stop at a checkpoint before it shows what it waits for.
+SHUTDOWN_GRACE_S = 3.0
+FAILED_COLOUR = "#b3261e"
 
 _SECTIONS = tuple(Recipe.model_fields)
 _PATH_IN_TEXT = re.compile(r"\b(" + "|".join(_SECTIONS) + r")\.([a-z_]+)\b")
@@ -139,10 +142,13 @@ class MainWindow(QMainWindow):
         self._dirty = False
         self._loading = False
         self._shut_down = False
+        self._closing = False
+        self._wait_dialog: QDialog | None = None
         self._store_closed = False
         self._eta = EtaEstimator()
         self._stage = ""
         self._job_name = ""
+        self._job_failed = False
         self._run_id: int | None = None
 
         self._build_actions()
@@ -282,6 +288,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
         self.progress.setFormat("Idle")
+        self._progress_palette = QPalette(self.progress.palette())
         self.statusBar().addWidget(self.device_label, 1)
         self.statusBar().addPermanentWidget(self.stage_label)
         self.statusBar().addPermanentWidget(self.progress)
@@ -702,6 +709,8 @@ class MainWindow(QMainWindow):
         self._eta.reset()
         self._stage = name
         self._job_name = name
+        self._job_failed = False
+        self._set_progress_state("running")
         self.stage_label.setText(name)
         self.progress.setRange(0, 0)
         self.progress.setFormat(f"{name}…")
@@ -712,7 +721,7 @@ class MainWindow(QMainWindow):
         job.warned.connect(lambda m: self.log(m, "warning"))
         job.errored.connect(lambda msg, tb: self._on_job_error(name, msg, tb))
         job.cancelledJob.connect(lambda: self.log(f"{name} stopped", "warning"))
-        job.finished.connect(lambda _r: self._on_job_finished(token.cancelled))
+        job.finished.connect(lambda result: self._on_job_finished(token.cancelled, result))
         job.ended.connect(lambda _j: self._update_actions())
 
     def _on_busy_changed(self, busy: bool) -> None:
@@ -750,18 +759,31 @@ class MainWindow(QMainWindow):
         self.stage_label.setText(f"Stage: {self._stage}")
 
     def _on_job_error(self, name: str, message: str, tb: str) -> None:
+        self._job_failed = True
         self.log(f"{name} failed: {message}", "error")
         self.show_error_dialog(f"{name} failed", message, tb)
 
-    def _on_job_finished(self, cancelled: bool) -> None:
+    def _on_job_finished(self, cancelled: bool, result: object = None) -> None:
+        """Show how the exclusive job ended: done, stopped, or failed (an exception, or a run recorded as failed)."""
         gc.collect()  # here on the GUI thread, so a job thread never frees this thread's Qt objects
         self.dashboard.stop()
+        failed = not cancelled and (self._job_failed or getattr(result, "status", None) == "failed")
+        state, word = ("stopped", "stopped") if cancelled else ("failed", "failed") if failed else ("done", "finished")
         self.progress.setRange(0, 1)
-        self.progress.setValue(0 if cancelled else 1)
-        self.progress.setFormat("Stopped" if cancelled else "Done")
-        self.stage_label.setText(f"Last job: {self._job_name} {'stopped' if cancelled else 'finished'} at "
-                                 f"{time.strftime('%H:%M:%S')}")
+        self.progress.setValue(0 if cancelled else 1)  # a full red bar for a failure, an empty one when stopped
+        self.progress.setFormat({"stopped": "Stopped", "failed": "Failed", "done": "Done"}[state])
+        self._set_progress_state(state)
+        self.stage_label.setText(f"Last job: {self._job_name} {word} at {time.strftime('%H:%M:%S')}")
         self._update_actions()
+
+    def _set_progress_state(self, state: str) -> None:
+        """Colour the progress bar for the job's state (red when it failed); ``state`` is also a property."""
+        self.progress.setProperty("state", state)
+        palette = QPalette(self._progress_palette)
+        if state == "failed":
+            palette.setColor(QPalette.ColorRole.Highlight, QColor(FAILED_COLOUR))
+        self.progress.setPalette(palette)
+        self.stage_label.setStyleSheet(f"color: {FAILED_COLOUR};" if state == "failed" else "")
 
     def _on_run_finished(self, outcome: object) -> None:
         status = getattr(outcome, "status", None)
@@ -810,31 +832,108 @@ class MainWindow(QMainWindow):
 
     # -------------------------------------------------------------------------------------- shutdown
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
-        if self.jobs.busy and not self.ask_stop_running_job():
+        """Close now if every job stops within the grace period; otherwise stay open, say what we wait
+        for, and close by ourselves when the last job ends (never under a running job thread)."""
+        if self._shut_down:
+            event.accept()
+            return
+        if not self._closing and self.jobs.busy and not self.ask_stop_running_job():
             event.ignore()
             return
-        self.shutdown()
-        event.accept()
+        # Already closing (waiting for a job that cannot be interrupted): just look again.
+        if self.shutdown(0.0 if self._closing else SHUTDOWN_GRACE_S):
+            event.accept()
+        else:
+            event.ignore()
 
-    def shutdown(self) -> bool:
-        """The one shutdown path: stop timers, cancel every job and wait for its thread. Idempotent."""
+    def shutdown(self, wait_s: float = SHUTDOWN_GRACE_S) -> bool:
+        """The one shutdown path: stop timers, cancel every job, and finish once every job thread has ended.
+
+        Cancellation is cooperative: a job stops at its next checkpoint, usually within a batch, so
+        this waits up to ``wait_s`` (blocking). A job inside a step that cannot be interrupted (user
+        model code, ONNX export, torch.compile, reading a dataset) may take longer: then this returns
+        False, the window stays up with a "Waiting for …" dialog, and shutdown completes (and the
+        window closes) when the last job ends. Idempotent; True once shut down.
+        """
         if self._shut_down:
             return True
+        if not self._closing:
+            self._closing = True
+            self.revalidate_timer.stop()
+            self.dashboard.timer.stop()
+            for p in self.panels:
+                p.shutdown()
+            self.jobs.close()  # no new jobs; running ones are asked to stop
+            self.jobs.allEnded.connect(self._on_all_jobs_ended)
+        if not self.jobs.shutdown(wait_s):
+            self._show_shutdown_wait()
+            return False
+        self._finish_shutdown()
+        return True
+
+    def _finish_shutdown(self) -> None:
+        """Every job thread has ended: deliver their last signals, save settings, close the store."""
         self._shut_down = True
-        self.revalidate_timer.stop()
-        self.dashboard.timer.stop()
-        for p in self.panels:
-            p.shutdown()
-        ok = self.jobs.shutdown(SHUTDOWN_WAIT_S)
-        if not ok:
-            self.log("a job did not stop in time", "error")
         app = QApplication.instance()
         if app is not None:
             app.processEvents()  # deliver the jobs' last queued signals while the window still exists
+        if self._wait_dialog is not None:
+            self._wait_dialog.hide()
+            self._wait_dialog.deleteLater()
+            self._wait_dialog = None
         self.dashboard.timer.stop()
         self.statusBar().clearMessage()  # stops the status bar's message timer
         self._save_settings()
-        if ok and self._owns_store:
+        if self._owns_store and not self._store_closed:
             self._store_closed = True
             self.store.close()
-        return ok
+
+    @property
+    def store_is_closed(self) -> bool:
+        return self._store_closed
+
+    def _on_all_jobs_ended(self) -> None:
+        if self._closing and not self._shut_down:
+            self.log("every job has ended; closing", "stage")
+            QTimer.singleShot(0, self.close)  # outside the job's signal dispatch
+
+    def waiting_for(self) -> list[str]:
+        """What shutdown is waiting for, e.g. ``["Run (stage: load)"]`` (empty when nothing runs)."""
+        out = []
+        for job in self.jobs.jobs():
+            if job.key == JobManager.EXCLUSIVE and self._stage and self._stage != job.name:
+                out.append(f"{job.name} (stage: {self._stage})")
+            else:
+                out.append(job.name)
+        return out
+
+    def _show_shutdown_wait(self) -> None:
+        """Tell the user why the window does not close yet, and that it will by itself."""
+        names = ", ".join(self.waiting_for()) or "a background job"
+        text = (f"Waiting for {names} to finish its current step. It was asked to stop, but this step "
+                "cannot be interrupted; the window closes by itself as soon as it ends.")
+        self.stage_label.setText(f"Closing: waiting for {names}…")
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("Closing…")
+        if self._wait_dialog is None:
+            self.log(f"closing: waiting for {names} to finish its current step", "warning")
+            dialog = QDialog(self)
+            dialog.setObjectName("shutdownWaitDialog")
+            dialog.setWindowTitle("Closing Acceleration Workbench")
+            dialog.setWindowModality(Qt.WindowModality.WindowModal)
+            lay = QVBoxLayout(dialog)
+            label = QLabel(text)
+            label.setObjectName("shutdownWaitText")
+            label.setWordWrap(True)
+            lay.addWidget(label)
+            busy = QProgressBar()
+            busy.setRange(0, 0)
+            busy.setTextVisible(False)
+            lay.addWidget(busy)
+            self._wait_dialog = dialog
+        else:
+            label = self._wait_dialog.findChild(QLabel, "shutdownWaitText")
+            if label is not None:
+                label.setText(text)
+        self._wait_dialog.show()
+        self._wait_dialog.raise_()

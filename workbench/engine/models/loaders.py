@@ -51,7 +51,6 @@ import pickle
 import sys
 import textwrap
 import typing
-import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workbench.engine.events import suppress_warnings
 from workbench.errors import ModelLoadError, short
 from workbench.recipe import ModelSection
 
@@ -379,8 +379,7 @@ def load_torchscript_file(path_str: str | Path, hint: str = TORCHSCRIPT_HINT) ->
             f"{path}: not a TorchScript archive (not a zip; truncated or another format); {hint}"
         )
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)  # the user chose TorchScript
+        with suppress_warnings(DeprecationWarning):  # the user chose TorchScript; thread-safe (GUI jobs)
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         text = str(exc)
@@ -457,8 +456,8 @@ def load_export_archive(path_str: str | Path, hint: str = EXPORT_HINT) -> Any:
     except (zipfile.BadZipFile, OSError, KeyError, ValueError, EOFError) as exc:
         raise ModelLoadError(f"{path}: corrupt torch.export archive ({_first_line(exc)}); {hint}") from None
     try:
-        with _quiet_logger("torch.export"), _quiet_logger("torch.serialization"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecation notes, not the user's
+        # torch's own deprecation notes are not the user's (suppress_warnings: thread-safe, unlike catch_warnings)
+        with _quiet_logger("torch.export"), _quiet_logger("torch.serialization"), suppress_warnings(FutureWarning):
             return torch.export.load(str(path))  # it logs a full traceback before raising: hence the quiet
     except Exception as exc:
         raise ModelLoadError(
