@@ -99,7 +99,7 @@ def test_default_dataset_is_deterministic_and_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a = dd.ensure_default_dataset(SPC)
-    assert a.name == f"shapes-v1-{SPC}"
+    assert a.name == f"shapes-v{dd.VERSION}-{SPC}" and dd.VERSION >= 2  # v1 caches (too easy) are not reused
     classes = sorted(p.name for p in a.iterdir() if p.is_dir())
     assert classes == sorted(dd.CLASS_NAMES) and len(classes) == 10
     assert all(len(list((a / c).glob("*.png"))) == SPC for c in classes)
@@ -120,6 +120,42 @@ def test_default_dataset_is_deterministic_and_complete(
             )
             assert pa.shape == (32, 32, 3)
             assert np.array_equal(pa, pb)
+
+
+def test_shape_colour_sits_at_the_asked_distance_inside_the_gamut() -> None:
+    """Faint and clear shapes get exactly the colour distance the generator drew (or the farthest corner)."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        background = rng.uniform(0, 255, 3).astype(np.float32)
+        distance = float(rng.uniform(*dd.FAINT_CONTRAST) if rng.random() < 0.5 else rng.uniform(*dd.CONTRAST))
+        colour = dd._colour_at_distance(rng, background, distance)
+        assert np.all(colour >= 0) and np.all(colour <= 255)
+        farthest = np.linalg.norm(np.where(background < 128, 255.0, 0.0) - background)
+        assert np.linalg.norm(colour - background) == pytest.approx(min(distance, farthest), rel=1e-4)
+
+
+def test_default_dataset_draws_faint_shapes_and_clutter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 2 is hard on purpose: about FAINT_P of the shapes are faint, and specks clutter the images."""
+    distances: list[float] = []
+    specks: list[int] = []
+    real_colour, real_speck = dd._colour_at_distance, dd._draw_speck
+
+    def record_colour(rng: np.random.Generator, background: np.ndarray, distance: float) -> np.ndarray:
+        distances.append(distance)
+        return real_colour(rng, background, distance)
+
+    def record_speck(d: object, rng: np.random.Generator) -> None:
+        specks.append(1)
+        real_speck(d, rng)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dd, "_colour_at_distance", record_colour)
+    monkeypatch.setattr(dd, "_draw_speck", record_speck)
+    n = 600
+    for i in range(n):
+        dd.render_sample(i % len(dd.CLASS_NAMES), i)
+    faint = sum(d < dd.CONTRAST[0] for d in distances) / n
+    assert len(distances) == n and 0.5 * dd.FAINT_P < faint < 2 * dd.FAINT_P
+    assert 0.5 * dd.MAX_SPECKS / 2 < len(specks) / n < 1.5 * dd.MAX_SPECKS / 2
 
 
 def test_default_dataset_replaces_incomplete_folder() -> None:
