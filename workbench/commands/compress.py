@@ -24,8 +24,9 @@ def _ratio(text: str) -> float:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.description = ("Prune each layer group alone at --ratio (no fine-tuning) and report the eval accuracy "
-                     "drop; put the most sensitive groups into prune.skip_layers.")
+    p.description = ("Prune each layer group alone at --ratio (no fine-tuning) and report the validation accuracy "
+                     "drop (the choice is made on validation; runs report on eval); put the most sensitive groups "
+                     "into prune.skip_layers.")
     p.add_argument("recipe")
     p.add_argument("--ratio", type=_ratio, default=None, help="fraction of channels to remove (default: prune.ratio "
                    "or 0.5)")
@@ -56,9 +57,9 @@ def handler(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"Pruning sensitivity: {result.model}, {result.ratio:.0%} of channels per group "
-                        f"({result.importance}); unpruned accuracy {result.base_accuracy:.2%}")
+                        f"({result.importance}); unpruned {result.split} accuracy {result.base_accuracy:.2%}")
     table.add_column("Group (root layer)", no_wrap=True)
-    for col in ("Type", "Coupled", "Channels", "Removed", "Params removed", "Accuracy", "Drop (pts)"):
+    for col in ("Type", "Coupled", "Channels", "Removed", "Params removed", "Val accuracy", "Drop (pts)"):
         table.add_column(col, justify="left" if col == "Type" else "right")
     for r in result.rows:
         style = "red" if r.drop > args.max_drop else None

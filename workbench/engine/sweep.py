@@ -725,7 +725,8 @@ def _load(recipe: Recipe, summary: dict[str, Any], rep: Reporter,
     summary["model"] = s.to_dict()
     summary["data"] = {"source": recipe.data.source, "description": bundle.source_desc,
                        "num_classes": bundle.num_classes, "input_shape": list(shape),
-                       "train_samples": len(bundle.train), "eval_samples": len(bundle.eval), "kind": bundle.kind}
+                       "train_samples": len(bundle.train), "val_samples": len(bundle.val),
+                       "eval_samples": len(bundle.eval), "kind": bundle.kind}
     rep.log(f"sweep: model {loaded.description or recipe.model.zoo}: {s.params:,} params; data {bundle.source_desc}")
     rep.stage_finished("load", {"params": s.params})
     return loaded.module, shape, bundle.num_classes
