@@ -35,6 +35,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from workbench.engine.budget import over_budget
     from workbench.engine.events import CancelToken
     from workbench.engine.sensitivity import sensitivity_for_recipe
     from workbench.engine.store import RunStore
@@ -62,13 +63,15 @@ def handler(args: argparse.Namespace) -> int:
     for col in ("Type", "Coupled", "Channels", "Removed", "Params removed", "Val accuracy", "Drop (pts)"):
         table.add_column(col, justify="left" if col == "Type" else "right")
     for r in result.rows:
-        style = "red" if r.drop > args.max_drop else None
+        style = "red" if over_budget(r.drop, args.max_drop) else None
         table.add_row(r.group, r.type, str(r.coupled_layers), str(r.channels), str(r.channels_removed),
                       f"{r.params_removed:,}", f"{r.accuracy:.2%}", f"{r.drop:+.2f}", style=style)
     console = Console()
     console.print(table)
     if suggested:
-        console.print(f"suggested: [prune] skip_layers = {json.dumps(suggested)}  (drop > {args.max_drop:g} points)")
+        # markup=False: rich would swallow "[prune]" as a style tag
+        console.print(f"suggested: [prune] skip_layers = {json.dumps(suggested)}  (drop > {args.max_drop:g} points)",
+                      markup=False)
     else:
         console.print(f"no group loses more than {args.max_drop:g} points at this ratio")
     return 0

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.engine.budget import over_budget, within_budget
 from workbench.engine.events import CancelToken, Reporter
 from workbench.errors import ModelLoadError, WorkbenchError
 
@@ -717,7 +718,7 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
     out.accuracy = evaluate(dst)
     drop = (float_accuracy - out.accuracy) * 100
     out.attempts.append({"kept_float": 0, "accuracy": out.accuracy, "drop_points": drop})
-    if max_accuracy_drop <= 0 or drop <= max_accuracy_drop or method not in ("dynamic", "static"):
+    if max_accuracy_drop <= 0 or within_budget(drop, max_accuracy_drop) or method not in ("dynamic", "static"):
         return out
     if reporter is not None:
         reporter.log(f"quantized {split} accuracy drop {drop:.2f} pts > budget {max_accuracy_drop:g}; "
@@ -751,7 +752,7 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
             if d < best[0]:
                 best = (d, acc, len(keep))
                 shutil.copyfile(attempt_path, best_path)
-            if d <= max_accuracy_drop or len(keep) == len(ranked):
+            if within_budget(d, max_accuracy_drop) or len(keep) == len(ranked):
                 break
             k *= 2
     finally:
@@ -761,7 +762,7 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
     out.accuracy = best[1]
     out.kept_float = [s.to_dict() for s in kept]
     out.excluded_nodes = [*out.excluded_nodes, *(s.node for s in kept)]
-    if best[0] > max_accuracy_drop:
+    if over_budget(best[0], max_accuracy_drop):
         out.notes.append(f"accuracy budget {max_accuracy_drop:g} pts not met on the {split} split: best drop "
                          f"{best[0]:.2f} pts with {best[2]} layer(s) kept float")
     elif kept:

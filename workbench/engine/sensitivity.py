@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workbench.engine.budget import over_budget
 from workbench.engine.events import CancelToken, Reporter
 from workbench.engine.precision import PrecisionPlan, eval_mode
 from workbench.engine.prune import _run_located, build_pruner
@@ -64,8 +65,11 @@ class SensitivityResult:
         return d
 
     def most_sensitive(self, max_drop_points: float = 1.0) -> list[str]:
-        """Group names whose drop exceeds ``max_drop_points``: a ready-made ``prune.skip_layers``."""
-        return [r.group for r in sorted(self.rows, key=lambda r: -r.drop) if r.drop > max_drop_points]
+        """Group names whose drop exceeds ``max_drop_points``: a ready-made ``prune.skip_layers``.
+
+        A drop of exactly the threshold (up to float rounding) is within it and is not suggested.
+        """
+        return [r.group for r in sorted(self.rows, key=lambda r: -r.drop) if over_budget(r.drop, max_drop_points)]
 
 
 def _params(module: nn.Module) -> int:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from workbench.engine.bench import bench_torch, cuda_sync_for, fixed_threads, time_callable
+from workbench.engine.budget import over_budget
 from workbench.engine.diagnose import loader_verdict
 from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_warnings
 from workbench.engine.pipeline import RunOutcome, environment, record_unfinished_run
@@ -99,7 +100,7 @@ def best_within_budget(
     best_key: tuple[float, float] | None = None
     for p in points:
         lat, thr = _value(p, latency_key), _value(p, throughput_key)
-        if lat is None or thr is None or lat > budget_ms:
+        if lat is None or thr is None or over_budget(lat, budget_ms):
             continue
         key = (thr, -lat)
         if best_key is None or key > best_key:

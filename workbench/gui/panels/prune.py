@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from workbench.engine.budget import over_budget
 from workbench.engine.events import CancelToken, Reporter
 from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel
@@ -396,7 +397,8 @@ class PrunePanel(RecipePanel):
             return
         drops = np.array([r.drop for r in self.sensitivity.rows], dtype=float)
         selected = set(self._selected_rows())
-        brushes = [pg.mkBrush(SELECTED_COLOUR if i in selected else HOT_COLOUR if d > self.threshold.value()
+        limit = self.threshold.value()
+        brushes = [pg.mkBrush(SELECTED_COLOUR if i in selected else HOT_COLOUR if over_budget(float(d), limit)
                               else BAR_COLOUR) for i, d in enumerate(drops)]
         self.bars.setOpts(x0=0.0, y=np.arange(len(drops), dtype=float), height=0.6, width=drops, brushes=brushes)
 
@@ -411,7 +413,7 @@ class PrunePanel(RecipePanel):
         mode = self.table.selectionMode()
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
         for i, r in enumerate(self.sensitivity.rows):
-            if r.drop > self.threshold.value():
+            if over_budget(r.drop, self.threshold.value()):
                 self.table.selectRow(i)
         self.table.setSelectionMode(mode)
 
