@@ -60,7 +60,13 @@ class DataSection(Section):
     source: Literal["default", "synthetic", "image_folder", "csv", "npz", "mnist"] = "default"
     path: str = ""
     label_column: str = Field("label", description="CSV column holding the class label.")
-    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    eval_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of all samples held out to report accuracy on."
+    )
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0,
+        description="Share of the rest held out as the validation split, to choose on (budgets, sensitivity).",
+    )
     seed: int = 0
     image_size: int = Field(32, ge=8, le=1024, description="Images are resized to this square size.")
     augment: bool = Field(True, description="Train-split augmentation on/off; augment_crop and augment_flip "

@@ -99,7 +99,7 @@ def test_default_dataset_is_deterministic_and_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a = dd.ensure_default_dataset(SPC)
-    assert a.name == f"shapes-v1-{SPC}"
+    assert a.name == f"shapes-v{dd.VERSION}-{SPC}" and dd.VERSION >= 2  # v1 caches (too easy) are not reused
     classes = sorted(p.name for p in a.iterdir() if p.is_dir())
     assert classes == sorted(dd.CLASS_NAMES) and len(classes) == 10
     assert all(len(list((a / c).glob("*.png"))) == SPC for c in classes)
@@ -122,6 +122,42 @@ def test_default_dataset_is_deterministic_and_complete(
             assert np.array_equal(pa, pb)
 
 
+def test_shape_colour_sits_at_the_asked_distance_inside_the_gamut() -> None:
+    """Faint and clear shapes get exactly the colour distance the generator drew (or the farthest corner)."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        background = rng.uniform(0, 255, 3).astype(np.float32)
+        distance = float(rng.uniform(*dd.FAINT_CONTRAST) if rng.random() < 0.5 else rng.uniform(*dd.CONTRAST))
+        colour = dd._colour_at_distance(rng, background, distance)
+        assert np.all(colour >= 0) and np.all(colour <= 255)
+        farthest = np.linalg.norm(np.where(background < 128, 255.0, 0.0) - background)
+        assert np.linalg.norm(colour - background) == pytest.approx(min(distance, farthest), rel=1e-4)
+
+
+def test_default_dataset_draws_faint_shapes_and_clutter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 2 is hard on purpose: about FAINT_P of the shapes are faint, and specks clutter the images."""
+    distances: list[float] = []
+    specks: list[int] = []
+    real_colour, real_speck = dd._colour_at_distance, dd._draw_speck
+
+    def record_colour(rng: np.random.Generator, background: np.ndarray, distance: float) -> np.ndarray:
+        distances.append(distance)
+        return real_colour(rng, background, distance)
+
+    def record_speck(d: object, rng: np.random.Generator) -> None:
+        specks.append(1)
+        real_speck(d, rng)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dd, "_colour_at_distance", record_colour)
+    monkeypatch.setattr(dd, "_draw_speck", record_speck)
+    n = 600
+    for i in range(n):
+        dd.render_sample(i % len(dd.CLASS_NAMES), i)
+    faint = sum(d < dd.CONTRAST[0] for d in distances) / n
+    assert len(distances) == n and 0.5 * dd.FAINT_P < faint < 2 * dd.FAINT_P
+    assert 0.5 * dd.MAX_SPECKS / 2 < len(specks) / n < 1.5 * dd.MAX_SPECKS / 2
+
+
 def test_default_dataset_replaces_incomplete_folder() -> None:
     a = dd.ensure_default_dataset(SPC)
     victim = a / "ring" / "00003.png"
@@ -134,8 +170,9 @@ def test_load_default_source() -> None:
     b = load_dataset(DataSection(source="default", samples_per_class=SPC))
     assert b.kind == "image" and b.num_classes == 10 and b.input_shape == (3, 32, 32)
     assert sorted(b.class_names) == sorted(dd.CLASS_NAMES)
-    assert len(b.train) + len(b.eval) == 10 * SPC
+    assert len(b.train) + len(b.val) + len(b.eval) == 10 * SPC
     assert len(b.eval) == 10 * round(SPC * 0.2)  # stratified: same share of every class
+    assert len(b.val) == 10 * round((SPC - SPC * 0.2) * 0.1)  # val_fraction of what eval left
     x, y = b.train[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= y < 10
     assert float(x.min()) >= -1.0 - 1e-6 and float(x.max()) <= 1.0 + 1e-6  # mean = std = 0.5
@@ -149,9 +186,9 @@ def test_image_folder_png_and_jpg(tmp_path: Path) -> None:
     b = load_dataset(DataSection(source="image_folder", path=str(root), image_size=16, eval_fraction=0.34))
     assert b.class_names == ["class_0", "class_1", "class_2"] and b.num_classes == 3
     assert b.input_shape == (3, 16, 16)
-    assert len(b.train) + len(b.eval) == 18 and len(b.eval) == 6
+    assert len(b.train) + len(b.val) + len(b.eval) == 18 and len(b.eval) == 6 and len(b.val) == 3
     assert {Path(p).suffix for p in b.train.paths} == {".png", ".jpg"}
-    for ds in (b.train, b.eval):
+    for ds in (b.train, b.val, b.eval):
         x, _ = ds[0]
         assert x.shape == (3, 16, 16)
 
@@ -159,13 +196,13 @@ def test_image_folder_png_and_jpg(tmp_path: Path) -> None:
 def test_image_folder_limit(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "imgs", classes=2, per_class=10)
     b = load_dataset(DataSection(source="image_folder", path=str(root), limit=8))
-    assert len(b.train) + len(b.eval) == 8
+    assert len(b.train) + len(b.val) + len(b.eval) == 8
 
 
 def test_csv_numeric_and_string_labels(tmp_path: Path) -> None:
     b = load_dataset(DataSection(source="csv", path=str(numeric_csv(tmp_path / "d.csv"))))
     assert b.kind == "tabular" and b.input_shape == (3,) and b.class_names == ["0", "1", "2"]
-    assert len(b.train) + len(b.eval) == 40
+    assert len(b.train) + len(b.val) + len(b.eval) == 40
     feats = torch.stack([b.train[i][0] for i in range(len(b.train))])
     assert torch.allclose(feats.mean(0), torch.zeros(3), atol=1e-5)  # standardised with train stats
 
@@ -199,15 +236,81 @@ def test_npz_variants(tmp_path: Path) -> None:
         y_test=np.array(["a", "b", "c"] * 2),
     )
     b = load_dataset(DataSection(source="npz", path=str(p)))
-    assert (len(b.train), len(b.eval)) == (20, 6)  # the file's own split wins
+    assert (len(b.train), len(b.val), len(b.eval)) == (18, 2, 6)  # the file's own test split wins; val from train
     assert b.class_names == ["a", "b", "c"] and b.input_shape == (1, 8, 8)
+
+
+def test_npz_own_validation_arrays_are_the_val_split(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    x_val = rng.integers(0, 256, (4, 8, 8), dtype=np.uint8)
+    arrays = dict(
+        x_train=rng.integers(0, 256, (20, 8, 8), dtype=np.uint8),
+        y_train=np.array(["a", "b"] * 10),
+        x_val=x_val,
+        y_val=np.array(["b", "c", "b", "c"]),
+    )
+    p = tmp_path / "tvt.npz"
+    np.savez(p, **arrays, x_test=rng.integers(0, 256, (6, 8, 8), dtype=np.uint8), y_test=np.array(["a", "b"] * 3))
+    b = load_dataset(DataSection(source="npz", path=str(p)))
+    assert (len(b.train), len(b.val), len(b.eval)) == (20, 4, 6)
+    assert b.class_names == ["a", "b", "c"]  # a class only the validation arrays hold still gets its code
+    assert b.val.targets.tolist() == [1, 2, 1, 2]
+    assert torch.equal(b.val.raw_image(0), torch.from_numpy(x_val[0])[None])
+
+    p = tmp_path / "tv.npz"  # no test arrays: eval is carved from train, val stays the file's own
+    np.savez(p, **arrays)
+    b = load_dataset(DataSection(source="npz", path=str(p), eval_fraction=0.2))
+    assert (len(b.train), len(b.val), len(b.eval)) == (16, 4, 4)
+
+    p = tmp_path / "bad.npz"
+    np.savez(p, **{**arrays, "x_val": rng.integers(0, 256, (4, 9, 9), dtype=np.uint8)})
+    with pytest.raises(DataLoadError, match="x_val samples are"):
+        load_dataset(DataSection(source="npz", path=str(p)))
+
+
+@pytest.mark.parametrize("source", ["default", "image_folder", "csv", "npz", "mnist", "synthetic"])
+def test_every_source_has_a_disjoint_stratified_validation_split(tmp_path: Path, source: str) -> None:
+    """Choices (accuracy budgets, sensitivity) are made on ``val``: it must be real, separate and balanced."""
+    rng = np.random.default_rng(5)
+    path = ""
+    if source == "image_folder":
+        path = str(make_image_folder(tmp_path / "imgs", classes=3, per_class=20))
+    elif source == "csv":
+        path = str(numeric_csv(tmp_path / "d.csv", n=90))
+    elif source == "npz":
+        path = str(tmp_path / "d.npz")
+        np.savez(path, x=rng.integers(0, 256, (90, 8, 8, 3), dtype=np.uint8), y=np.arange(90) % 3)
+    elif source == "mnist":
+        path = str(make_mnist(tmp_path / "mnist", gz=False, n=100, with_test=False))
+    section = DataSection(source=source, path=path, samples_per_class=SPC, synthetic_samples=300,
+                          synthetic_classes=3, val_fraction=0.25, image_size=8)
+    b = load_dataset(section)
+    assert len(b.val) > 0 and "val" in b.source_desc
+    tr, va, ev = (np.asarray(ds.targets) for ds in (b.train, b.val, b.eval))
+    n_val = np.bincount(va, minlength=b.num_classes)
+    n_rest = n_val + np.bincount(tr, minlength=b.num_classes)
+    assert n_val.min() >= 1  # every class is validated
+    assert np.all(np.abs(n_val - 0.25 * n_rest) <= 1)  # stratified: val_fraction of each class that eval left
+    if source in ("default", "image_folder"):  # disjoint files, and no augmentation on the val split
+        assert not set(b.val.paths) & set(b.train.paths) and not set(b.val.paths) & set(b.eval.paths)
+        assert not b.val.transform.augment
+    x0, y0 = b.val[0]
+    again = load_dataset(section)  # deterministic for a given data.seed
+    assert torch.equal(again.val[0][0], x0) and again.val[0][1] == y0
+    assert np.array_equal(np.asarray(again.val.targets), va)
+
+
+def test_too_few_samples_for_a_validation_split_names_the_field(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", classes=2, per_class=2)  # 1 eval + 1 train per class
+    with pytest.raises(DataLoadError, match=r"train, validation and eval \(2 / 0 / 2\).*data.val_fraction"):
+        load_dataset(DataSection(source="image_folder", path=str(root)))
 
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_mnist_folder(tmp_path: Path, gz: bool) -> None:
     folder = make_mnist(tmp_path / "mnist", gz)
     b = load_dataset(DataSection(source="mnist", path=str(folder)))
-    assert (len(b.train), len(b.eval)) == (40, 20)
+    assert (len(b.train), len(b.val), len(b.eval)) == (30, 10, 20)
     assert b.num_classes == 10 and b.input_shape == (1, 28, 28) and b.class_names[3] == "3"
     assert b.train[0][0].shape == (1, 28, 28)
 
@@ -217,7 +320,7 @@ def test_mnist_images_file_with_labels_beside(tmp_path: Path) -> None:
     b = load_dataset(
         DataSection(source="mnist", path=str(folder / "train-images-idx3-ubyte.gz"), eval_fraction=0.25)
     )
-    assert (len(b.train), len(b.eval)) == (30, 10)
+    assert (len(b.train), len(b.val), len(b.eval)) == (20, 10, 10)
     assert read_idx(folder / "train-labels-idx1-ubyte.gz").tolist()[:3] == [0, 1, 2]
 
 
@@ -227,7 +330,7 @@ def test_synthetic_is_deterministic() -> None:
     )
     a, b = load_dataset(sec), load_dataset(sec)
     assert a.kind == "tensor" and a.input_shape == (3, 8, 8) and a.num_classes == 4
-    assert len(a.train) + len(a.eval) == 64
+    assert len(a.train) + len(a.val) + len(a.eval) == 64
     assert torch.equal(a.train[5][0], b.train[5][0]) and a.train[5][1] == b.train[5][1]
     assert not torch.equal(a.train[5][0], a.train[6][0])
 

@@ -18,11 +18,16 @@ def test_recipe_trains_evaluates_benchmarks_and_records_everything() -> None:
         assert final[key] is not None and final[key] > 0, key
     assert "baseline" not in outcome.summary  # nothing optimized: final is the plain model
     assert final["latency_ms_p95"] >= final["latency_ms_p50"]
-    assert len(outcome.summary["train"]["history"]) == 2
+    history = outcome.summary["train"]["history"]
+    assert len(history) == 2 and all(0 <= h["val_accuracy"] <= 1 for h in history)  # curves on validation
+    data = outcome.summary["data"]
+    assert data["val_samples"] == 10 * round(24 * 0.1) and data["eval_samples"] == 10 * round(30 * 0.2)
+    assert data["train_samples"] + data["val_samples"] + data["eval_samples"] == 300
+    assert any(f"/ {data['val_samples']} val /" in args[0] for args in rep.of("log"))  # the data log line
     run = store.get_run(outcome.run_id)
     assert run is not None and run.status == "completed"
     series = store.metrics(outcome.run_id)
-    assert len(series["loss"]) >= 2 and "eval_accuracy" in series and "cpu_percent" in series
+    assert len(series["loss"]) >= 2 and "val_accuracy" in series and "cpu_percent" in series
     weights = store.artifacts(outcome.run_id, "weights")
     assert weights and weights[0].path.exists()
     stages = [args[0] for args in rep.of("stage_started")]
@@ -103,3 +108,22 @@ def test_same_recipe_same_seed_same_result() -> None:
         outcome = run_recipe(r, store=RunStore())
         results.append((outcome.summary["train"]["final_loss"], outcome.summary["final"]["accuracy"]))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 8])
+def test_onecycle_schedule_works_for_a_handful_of_steps(steps: int) -> None:
+    """A small train split for one epoch gives few steps; 4 used to divide by zero inside OneCycleLR."""
+    import torch
+
+    from workbench.engine.train import make_scheduler
+    from workbench.recipe import TrainSection
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = make_scheduler(opt, TrainSection(schedule="onecycle"), steps, 0.1)
+    assert sched is not None
+    lrs = []
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(lr >= 0 for lr in lrs) and max(lrs) <= 0.1 + 1e-12

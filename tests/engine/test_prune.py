@@ -164,6 +164,32 @@ def test_sensitivity_rows_one_per_group() -> None:
         torch.testing.assert_close(v, before[k])
 
 
+def test_sensitivity_for_recipe_trains_and_chooses_on_the_validation_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-group drops are a choice (prune.skip_layers): measured on val, never on the eval split."""
+    import workbench.engine.sensitivity as sens
+    import workbench.engine.train as train_module
+    from workbench.engine.data import load_dataset
+
+    seen: dict[str, object] = {}
+
+    def record_train(module: nn.Module, train_loader: object, val_loader: object, *args: object, **kw: object) -> None:
+        seen["training curve"] = val_loader.dataset  # type: ignore[attr-defined]
+
+    def record_analysis(module: nn.Module, shape: object, val_loader: object, plan: object, **kw: object) -> object:
+        seen["analysis"] = val_loader.dataset  # type: ignore[attr-defined]
+        return sens.SensitivityResult(0.5, "l2", 0.5, 1)
+
+    monkeypatch.setattr(train_module, "train", record_train)
+    monkeypatch.setattr(sens, "sensitivity_analysis", record_analysis)
+    recipe = tiny_recipe(epochs=1, samples_per_class=20)
+    result = sens.sensitivity_for_recipe(recipe)
+    data = load_dataset(recipe.data)
+    assert set(seen) == {"training curve", "analysis"}
+    for what, ds in seen.items():
+        assert ds.paths == data.val.paths, what  # type: ignore[attr-defined]
+    assert result.split == "validation" and result.to_dict()["split"] == "validation"
+
+
 def _prune_recipe(method: str) -> object:
     r = tiny_recipe("prune", epochs=0, samples_per_class=20)  # fine-tuning is the training here: fast
     r.model.width = 0.5

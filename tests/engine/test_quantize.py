@@ -68,7 +68,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # Small enough to train in seconds; the transformer is the zoo ViT at depth 1 / dim 64 (same ops:
     # patch conv, attention MatMuls, LayerNorm, GELU MLP), which learns far faster than the default.
     configs: tuple[tuple[str, dict[str, Any], int], ...] = (
-        ("small_cnn", {}, 40),
+        ("small_cnn", {}, 150),
         ("transformer", {"depth": 1, "dim": 64, "dropout": 0.0, "patch_size": 4}, 100),
     )
     for name, kwargs, steps in configs:
@@ -159,6 +159,38 @@ def test_sensitivity_and_accuracy_budget_keep_layers_float(setup: dict[str, Any]
     sens = layer_sensitivity(out.float_path, dst, setup["calib"][:1])
     assert sens and all(s.error >= 0 and s.added_error >= 0 for s in sens)
     assert {s.op_type for s in sens} <= {"Conv", "Gemm", "MatMul", "ConvTranspose"}
+
+
+def test_quantize_stage_chooses_on_validation_and_reports_on_eval() -> None:
+    """The accuracy-aware fallback scores candidates on the val split; before/after stay eval accuracy."""
+    from tests.helpers import tiny_recipe
+    from workbench.engine.data import build_loader
+    from workbench.engine.pipeline import evaluate_runtime, run_recipe
+    from workbench.engine.store import RunStore
+    from workbench.recipe import QuantizeSection
+
+    recipe = tiny_recipe(epochs=1, samples_per_class=24)
+    recipe.data.eval_fraction, recipe.data.val_fraction = 0.3, 0.25
+    recipe.bench.enabled = False
+    recipe.quantize = QuantizeSection(method="static", calibration_samples=64, max_accuracy_drop=0.01)
+    outcome = run_recipe(recipe, store=RunStore())
+    assert outcome.status == "completed", outcome.error
+    record = outcome.summary["stages"][-1]
+    data = load_dataset(recipe.data)
+
+    def accuracy(path: str, split: Any) -> float:
+        rt = OrtRuntime(Path(path))
+        try:
+            return evaluate_runtime(rt, build_loader(split, 64, recipe.loader, train=False))
+        finally:
+            rt.close()
+
+    sel = record["selection"]
+    assert sel["split"] == "validation" and record["quantization"]["split"] == "validation"
+    assert sel["float_accuracy"] == pytest.approx(accuracy(record["float_onnx_path"], data.val))
+    assert sel["quantized_accuracy"] == pytest.approx(accuracy(record["onnx_path"], data.val))
+    assert record["before"]["accuracy"] == pytest.approx(accuracy(record["float_onnx_path"], data.eval))
+    assert record["after"]["accuracy"] == pytest.approx(accuracy(record["onnx_path"], data.eval))
 
 
 def test_fp16_and_torch_dynamic(setup: dict[str, Any]) -> None:

@@ -297,3 +297,21 @@ def dumps(recipe: Recipe) -> str:
     from workbench.recipe import dumps_recipe
 
     return dumps_recipe(recipe)
+
+
+def test_sensitivity_threshold_selects_only_groups_over_it(qtbot) -> None:
+    """A group whose drop is exactly the threshold (up to float rounding) is neither red nor selected."""
+    from workbench.engine.sensitivity import SensitivityResult, SensitivityRow
+
+    def row(group: str, drop: float) -> SensitivityRow:
+        return SensitivityRow(group, "Conv2d", 1, 8, 4, 100, 0.9 - drop / 100, drop)
+
+    panel = PrunePanel()
+    qtbot.addWidget(panel)
+    exact_one_point = (0.9 - 0.89) * 100  # 1.0000000000000009
+    panel.show_sensitivity(SensitivityResult(0.5, "l2", 0.9, 1000,
+                                             rows=[row("hot", 3.0), row("edge", exact_one_point), row("cool", 0.1)]))
+    panel.threshold.setValue(1.0)
+    panel.select_above_threshold()
+    assert panel.selected_groups() == ["hot"]
+    assert "validation accuracy" in panel.sens_status.text()

@@ -34,8 +34,9 @@ def _points(text: str) -> float:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.description = ("Prune each layer group alone at --ratio (no fine-tuning) and report the eval accuracy "
-                     "drop; put the most sensitive groups into prune.skip_layers.")
+    p.description = ("Prune each layer group alone at --ratio (no fine-tuning) and report the validation accuracy "
+                     "drop (the choice is made on validation; runs report on eval); put the most sensitive groups "
+                     "into prune.skip_layers.")
     p.add_argument("recipe")
     p.add_argument("--ratio", type=_ratio, default=None, help="fraction of channels to remove (default: prune.ratio "
                    "or 0.5)")
@@ -45,6 +46,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from workbench.engine.budget import over_budget
     from workbench.engine.events import CancelToken
     from workbench.engine.sensitivity import sensitivity_for_recipe
     from workbench.engine.store import RunStore
@@ -66,18 +68,20 @@ def handler(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"Pruning sensitivity: {result.model}, {result.ratio:.0%} of channels per group "
-                        f"({result.importance}); unpruned accuracy {result.base_accuracy:.2%}")
+                        f"({result.importance}); unpruned {result.split} accuracy {result.base_accuracy:.2%}")
     table.add_column("Group (root layer)", no_wrap=True)
-    for col in ("Type", "Coupled", "Channels", "Removed", "Params removed", "Accuracy", "Drop (pts)"):
+    for col in ("Type", "Coupled", "Channels", "Removed", "Params removed", "Val accuracy", "Drop (pts)"):
         table.add_column(col, justify="left" if col == "Type" else "right")
     for r in result.rows:
-        style = "red" if r.drop > args.max_drop else None
+        style = "red" if over_budget(r.drop, args.max_drop) else None
         table.add_row(r.group, r.type, str(r.coupled_layers), str(r.channels), str(r.channels_removed),
                       f"{r.params_removed:,}", f"{r.accuracy:.2%}", f"{r.drop:+.2f}", style=style)
     console = plain_console()
     console.print(table)
     if suggested:
-        console.print(f"suggested: [prune] skip_layers = {json.dumps(suggested)}  (drop > {args.max_drop:g} points)")
+        # markup=False: rich would swallow "[prune]" as a style tag
+        console.print(f"suggested: [prune] skip_layers = {json.dumps(suggested)}  (drop > {args.max_drop:g} points)",
+                      markup=False)
     else:
         console.print(f"no group loses more than {args.max_drop:g} points at this ratio")
     return 0

@@ -148,7 +148,7 @@ def open_model_file(path: str | Path, input_shape: str | Sequence[int] | None = 
 def load_labelled_data(path: str | Path, input_shape: Sequence[int]) -> Any:
     """A labelled dataset for scoring a model file: every sample, no augmentation.
 
-    Uses the regular data sources (npz, csv, image folder), split 50/50 and then joined again, so
+    Uses the regular data sources (npz, csv, image folder), split and then joined again, so
     the same decoding and normalisation apply as in a recipe run. Images are resized to the
     model's input size.
     """
@@ -170,7 +170,7 @@ def load_labelled_data(path: str | Path, input_shape: Sequence[int]) -> Any:
     if tuple(bundle.input_shape) != tuple(input_shape):
         raise WorkbenchError(f"{p}: data gives samples of shape {list(bundle.input_shape)} but the model takes "
                              f"{list(input_shape)}")
-    return ConcatDataset([bundle.train, bundle.eval]), bundle
+    return ConcatDataset([bundle.train, bundle.val, bundle.eval]), bundle
 
 
 def evaluate_file(runtime: Any, dataset: Any, batch_size: int = 256, cancel: CancelToken | None = None) -> float:

@@ -281,7 +281,7 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
             raise WorkbenchError(f"distill.teacher {teacher.description} has no trained weights: set "
                                  "distill.teacher_weights, use run:ID, or set distill.teacher_epochs > 0 to train it first")
         rep.log(f"distill: training the teacher for {cfg.teacher_epochs} epoch(s) on the same data")
-        teacher_train = train(tmodule, _loader(ctx, train=True), ctx.eval_loader, recipe.train, recipe.batching,
+        teacher_train = train(tmodule, _loader(ctx, train=True), ctx.val_loader, recipe.train, recipe.batching,
                               _plain(ctx.plan), rep, ctx.cancel, stage="distill:teacher", epochs=cfg.teacher_epochs)
     teacher_m = ctx.measure("teacher", module=tmodule,
                             train_samples_per_s=teacher_train.train_samples_per_s if teacher_train else None)
@@ -293,7 +293,7 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
     alone_train = None
     if cfg.control:
         alone = prepare_module(copy.deepcopy(student), ctx.plan)  # same initial weights as the distilled one
-        alone_train = train(alone, _loader(ctx, train=True), ctx.eval_loader, recipe.train, recipe.batching, ctx.plan,
+        alone_train = train(alone, _loader(ctx, train=True), ctx.val_loader, recipe.train, recipe.batching, ctx.plan,
                             rep, ctx.cancel, stage="distill:student_alone")
         alone_m = ctx.measure("student_alone", module=alone, train_samples_per_s=alone_train.train_samples_per_s)
         del alone
@@ -303,7 +303,7 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
                 "so cached logits would be wrong)")
     logits = TeacherLogits(tmodule, cache=use_cache)
     loss_fn = make_kd_loss_fn(logits, cfg.temperature, cfg.alpha, recipe.train.label_smoothing)
-    ctx.train_result = train(ctx.module, _loader(ctx, train=True), ctx.eval_loader, recipe.train, recipe.batching,
+    ctx.train_result = train(ctx.module, _loader(ctx, train=True), ctx.val_loader, recipe.train, recipe.batching,
                              ctx.plan, rep, ctx.cancel, stage="distill:student", loss_fn=loss_fn)
     ctx.summary["train"] = ctx.train_result.to_dict()
     after = ctx.measure("distilled", module=ctx.module, train_samples_per_s=ctx.train_result.train_samples_per_s)

@@ -66,7 +66,8 @@ class RunContext:
     onnx_path: Path | None = None
     train_result: Any = None
     train_loader: Any = None
-    eval_loader: Any = None
+    val_loader: Any = None  # choose on this (accuracy budgets, per-epoch curves) ...
+    eval_loader: Any = None  # ... and report on this
     baseline: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -323,7 +324,8 @@ def _stage_load(ctx: RunContext) -> None:
     rep.stage_started("load")
     rep.progress(0, None, "loading data")
     ctx.data = load_dataset(recipe.data)
-    rep.log(f"data: {ctx.data.source_desc}: {len(ctx.data.train)} train / {len(ctx.data.eval)} eval samples, "
+    rep.log(f"data: {ctx.data.source_desc}: {len(ctx.data.train)} train / {len(ctx.data.val)} val / "
+            f"{len(ctx.data.eval)} eval samples, "
             f"{ctx.data.num_classes} classes, input {list(ctx.data.input_shape)}")
     ctx.cancel.raise_if_cancelled()
     rep.progress(0, None, "loading model")
@@ -346,20 +348,24 @@ def _stage_load(ctx: RunContext) -> None:
     ctx.summary["model"]["name"] = model_name(recipe, ctx.loaded)
     ctx.summary["data"] = {"source": recipe.data.source, "description": ctx.data.source_desc,
                            "num_classes": ctx.data.num_classes, "input_shape": list(ctx.input_shape),
-                           "train_samples": len(ctx.data.train), "eval_samples": len(ctx.data.eval),
+                           "train_samples": len(ctx.data.train), "val_samples": len(ctx.data.val),
+                           "eval_samples": len(ctx.data.eval),
                            "kind": ctx.data.kind}
     ctx.summary["precision"] = ctx.plan.label
     rep.log(f"model: {ctx.loaded.description or recipe.model.zoo}: {model_summary.params:,} params, "
             f"{(model_summary.macs or 0) / 1e6:.1f} M MACs, {model_summary.size_bytes / 1e6:.2f} MB")
+    ctx.val_loader = _loader(ctx, train=False, dataset=ctx.data.val)
     ctx.eval_loader = _loader(ctx, train=False)
     rep.stage_finished("load", {"model": ctx.summary["model"]["params"]})
 
 
-def _loader(ctx: RunContext, train: bool) -> Any:
+def _loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:
+    """The train loader, or an inference loader over ``dataset`` (default: the eval split)."""
     from workbench.engine.data import build_loader
 
     b = ctx.recipe.batching
-    dataset = ctx.data.train if train else ctx.data.eval
+    if dataset is None:
+        dataset = ctx.data.train if train else ctx.data.eval
     size = b.batch_size if train else b.eval_batch_size
     return build_loader(dataset, size, ctx.recipe.loader, train=train, seed=ctx.recipe.train.seed)
 
@@ -375,7 +381,7 @@ def _stage_train(ctx: RunContext) -> None:
     if len(ctx.train_loader) == 0:
         raise RecipeError(f"batching.batch_size = {ctx.recipe.batching.batch_size} is larger than the "
                           f"{len(ctx.data.train)} training samples with loader.drop_last = true; lower it")
-    ctx.train_result = train(ctx.module, ctx.train_loader, ctx.eval_loader, ctx.recipe.train, ctx.recipe.batching,
+    ctx.train_result = train(ctx.module, ctx.train_loader, ctx.val_loader, ctx.recipe.train, ctx.recipe.batching,
                              ctx.plan, ctx.reporter, ctx.cancel)
     ctx.summary["train"] = ctx.train_result.to_dict()
     from workbench.engine.diagnose import loader_verdict

@@ -537,7 +537,7 @@ def _finetune(ctx: RunContext, module: nn.Module, teacher: nn.Module | None, epo
         cache = not ctx.recipe.data.augment
         loss_fn = make_kd_loss_fn(TeacherLogits(teacher, cache=cache), cfg.finetune_temperature,
                                   cfg.finetune_alpha, ctx.recipe.train.label_smoothing)
-    return train(module, _loader(ctx, train=True), ctx.eval_loader, ctx.recipe.train, ctx.recipe.batching,
+    return train(module, _loader(ctx, train=True), ctx.val_loader, ctx.recipe.train, ctx.recipe.batching,
                  _plain(ctx.plan), ctx.reporter, ctx.cancel, stage=stage, epochs=epochs, lr=cfg.finetune_lr,
                  loss_fn=loss_fn)
 

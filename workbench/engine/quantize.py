@@ -27,7 +27,8 @@ basic graph optimizations) when ``preprocess = true``: quantizing an unoptimized
 pairs around ops that would have been folded away.
 
 Accuracy-aware mode (``max_accuracy_drop > 0``): when the quantized model loses more than that many
-points, ``layer_sensitivity`` runs the float and the quantized model side by side with every
+points on the *validation* split (choices are made there; the record's before/after accuracy is on
+the eval split, which the choice never saw), ``layer_sensitivity`` runs the float and the quantized model side by side with every
 weighted layer's output exposed and ranks layers by the error each one *adds* (error at its
 output minus error at its input), then the most sensitive layers are kept in float
 (``nodes_to_exclude``), doubling their count until the budget is met. The record lists which
@@ -51,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.engine.budget import over_budget, within_budget
 from workbench.engine.events import CancelToken, Reporter, suppress_warnings
 from workbench.engine.isolate import ChildProcessDied, run_in_child
 from workbench.engine.models.loaders import read_onnx
@@ -574,7 +576,8 @@ class QuantizeOutcome:
     kept_float: list[dict[str, Any]] = field(default_factory=list)
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
-    accuracy: float | None = None
+    accuracy: float | None = None  # on ``split``, the data the fallback chose on
+    split: str = "validation"
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -638,11 +641,13 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
                          float_accuracy: float, max_accuracy_drop: float, per_channel: bool = True,
                          calibration: str = "minmax", batches: Sequence[np.ndarray] | None = None,
                          preprocess: bool = True, exclude_modules: Sequence[str] = (),
-                         sensitivity_batches: int = 2, max_attempts: int = 5,
+                         sensitivity_batches: int = 2, max_attempts: int = 5, split: str = "validation",
                          reporter: Reporter | None = None, cancel: CancelToken | None = None) -> QuantizeOutcome:
     """``quantize_onnx``, then (if ``max_accuracy_drop > 0`` and the drop is larger) keep layers float.
 
-    ``evaluate(path) -> accuracy`` (0..1) scores a candidate file; drops are in points (0..100).
+    ``evaluate(path) -> accuracy`` (0..1) scores a candidate file on ``split`` (the validation split:
+    never the one the result is reported on) and ``float_accuracy`` is the float model's accuracy on
+    that same split; drops are in points (0..100).
     Attempts keep the top 1, 2, 4, ... most sensitive layers in float, at most ``max_attempts``
     times; the best attempt is kept even when none meets the budget (the record says so).
     """
@@ -650,13 +655,15 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
     kw: dict[str, Any] = dict(method=method, per_channel=per_channel, calibration=calibration, batches=batches,
                               exclude_modules=exclude_modules)
     out = quantize_onnx(src, dst, preprocess=preprocess, reporter=reporter, cancel=cancel, **kw)
+    out.split = split
     out.accuracy = evaluate(dst)
     drop = (float_accuracy - out.accuracy) * 100
     out.attempts.append({"kept_float": 0, "accuracy": out.accuracy, "drop_points": drop})
-    if max_accuracy_drop <= 0 or drop <= max_accuracy_drop or method not in ("dynamic", "static"):
+    if max_accuracy_drop <= 0 or within_budget(drop, max_accuracy_drop) or method not in ("dynamic", "static"):
         return out
     if reporter is not None:
-        reporter.log(f"quantized accuracy drop {drop:.2f} pts > budget {max_accuracy_drop:g}; ranking layer sensitivity")
+        reporter.log(f"quantized {split} accuracy drop {drop:.2f} pts > budget {max_accuracy_drop:g}; "
+                     "ranking layer sensitivity")
     sens_batches = list(batches[:sensitivity_batches]) if batches else []
     if not sens_batches:
         raise WorkbenchError("accuracy-aware quantization needs calibration/eval batches for the sensitivity run")
@@ -682,11 +689,11 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
             out.attempts.append({"kept_float": len(keep), "accuracy": acc, "drop_points": d,
                                  "nodes": [s.node for s in keep]})
             if reporter is not None:
-                reporter.log(f"keeping {len(keep)} layer(s) float: accuracy {acc:.4f} (drop {d:.2f} pts)")
+                reporter.log(f"keeping {len(keep)} layer(s) float: {split} accuracy {acc:.4f} (drop {d:.2f} pts)")
             if d < best[0]:
                 best = (d, acc, len(keep))
                 shutil.copyfile(attempt_path, best_path)
-            if d <= max_accuracy_drop or len(keep) == len(ranked):
+            if within_budget(d, max_accuracy_drop) or len(keep) == len(ranked):
                 break
             k *= 2
     finally:
@@ -696,11 +703,12 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
     out.accuracy = best[1]
     out.kept_float = [s.to_dict() for s in kept]
     out.excluded_nodes = [*out.excluded_nodes, *(s.node for s in kept)]
-    if best[0] > max_accuracy_drop:
-        out.notes.append(f"accuracy budget {max_accuracy_drop:g} pts not met: best drop {best[0]:.2f} pts "
-                         f"with {best[2]} layer(s) kept float")
+    if over_budget(best[0], max_accuracy_drop):
+        out.notes.append(f"accuracy budget {max_accuracy_drop:g} pts not met on the {split} split: best drop "
+                         f"{best[0]:.2f} pts with {best[2]} layer(s) kept float")
     elif kept:
-        out.notes.append(f"kept {len(kept)} layer(s) in float to stay within {max_accuracy_drop:g} pts: "
+        out.notes.append(f"kept {len(kept)} layer(s) in float to stay within {max_accuracy_drop:g} pts "
+                         f"on the {split} split: "
                          + ", ".join(s.module or s.node for s in kept))
     return out
 
@@ -777,9 +785,10 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
         before["size_bytes"] = _onnx_size(float_path)
 
         def evaluate(path: Path) -> float:
+            """Accuracy on the validation split: the fallback chooses there, the record reports on eval."""
             rt = OrtRuntime(path, threads=threads, optimization=level)
             try:
-                return evaluate_runtime(rt, ctx.eval_loader, ctx.cancel)
+                return evaluate_runtime(rt, ctx.val_loader, ctx.cancel)
             finally:
                 rt.close()
 
@@ -789,8 +798,9 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
             rep.log(f"quantize: {n} calibration samples from the train split (eval transforms)")
             batches = calibration_batches(ctx.data.train, ctx.data.eval, n, seed=recipe.data.seed)
         ctx.cancel.raise_if_cancelled()
+        float_val_accuracy = evaluate(float_path)
         out = quantize_with_budget(float_path, work / f"model-{sec.method}.onnx", method=sec.method,
-                                   evaluate=evaluate, float_accuracy=before["accuracy"],
+                                   evaluate=evaluate, float_accuracy=float_val_accuracy,
                                    max_accuracy_drop=sec.max_accuracy_drop, per_channel=sec.per_channel,
                                    calibration=sec.calibration, batches=batches, preprocess=sec.preprocess,
                                    exclude_modules=sec.exclude, reporter=rep, cancel=ctx.cancel)
@@ -811,7 +821,9 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
             ctx.add_checkpoint("runtime switch", "onnxruntime fp32", onnx_path=float_path)
         kind = "fp16" if sec.method == "fp16" else f"{sec.method} INT8"
         ctx.add_checkpoint("quantize", f"onnxruntime {kind}", onnx_path=out.path)
-        record.update(onnx_path=str(out.path), float_onnx_path=str(float_path), quantization=out.to_dict())
+        record.update(onnx_path=str(out.path), float_onnx_path=str(float_path), quantization=out.to_dict(),
+                      selection={"split": "validation", "float_accuracy": float_val_accuracy,
+                                 "quantized_accuracy": out.accuracy})
         notes = list(out.notes)
         if out.kept_float:
             record["kept_float"] = [k.get("module") or k["node"] for k in out.kept_float]

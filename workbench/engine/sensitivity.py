@@ -3,8 +3,9 @@
 A uniform ratio treats all layers alike, but some layers (often the first conv, stride-2
 transitions, narrow bottlenecks) carry far more of the accuracy than others. This analysis prunes
 every prunable group *alone* at ``ratio`` with the same DepGraph pruner the ``[prune]`` stage uses
-(so coupled layers shrink together exactly as they would for real) and evaluates on the eval split,
-without fine-tuning, to stay fast. The most sensitive groups are the candidates for
+(so coupled layers shrink together exactly as they would for real) and evaluates on the validation
+split, without fine-tuning, to stay fast. Validation, not eval: the result is a choice (which layers
+to skip), and a choice made on the split you report on flatters the report. The most sensitive groups are the candidates for
 ``prune.skip_layers``. Groups are named by their root module (the layer whose output channels
 are removed), which is also the name ``skip_layers`` takes.
 
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workbench.engine.budget import over_budget
 from workbench.engine.events import CancelToken, Reporter
 from workbench.engine.precision import PrecisionPlan, eval_mode
 from workbench.engine.prune import _run_located, build_pruner
@@ -32,7 +34,7 @@ from workbench.errors import WorkbenchError
 
 @dataclass
 class SensitivityRow:
-    """One prunable group pruned alone. ``drop`` is accuracy points lost versus the unpruned model."""
+    """One prunable group pruned alone. ``drop`` is validation accuracy points lost versus the unpruned model."""
 
     group: str
     type: str
@@ -55,6 +57,7 @@ class SensitivityResult:
     params: int
     model: str = ""
     rows: list[SensitivityRow] = field(default_factory=list)
+    split: str = "validation"  # the data ``base_accuracy`` and the rows were measured on
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -62,8 +65,11 @@ class SensitivityResult:
         return d
 
     def most_sensitive(self, max_drop_points: float = 1.0) -> list[str]:
-        """Group names whose drop exceeds ``max_drop_points``: a ready-made ``prune.skip_layers``."""
-        return [r.group for r in sorted(self.rows, key=lambda r: -r.drop) if r.drop > max_drop_points]
+        """Group names whose drop exceeds ``max_drop_points``: a ready-made ``prune.skip_layers``.
+
+        A drop of exactly the threshold (up to float rounding) is within it and is not suggested.
+        """
+        return [r.group for r in sorted(self.rows, key=lambda r: -r.drop) if over_budget(r.drop, max_drop_points)]
 
 
 def _params(module: nn.Module) -> int:
@@ -88,7 +94,7 @@ def prunable_groups(module: nn.Module, input_shape: Sequence[int],
 def sensitivity_analysis(
     module: nn.Module,
     input_shape: Sequence[int],
-    eval_loader: Any,
+    val_loader: Any,
     plan: PrecisionPlan,
     *,
     ratio: float = 0.5,
@@ -98,7 +104,7 @@ def sensitivity_analysis(
     reporter: Reporter | None = None,
     cancel: CancelToken | None = None,
 ) -> SensitivityResult:
-    """Prune each group alone at ``ratio`` on a copy of ``module`` and measure eval accuracy (no fine-tuning).
+    """Prune each group alone at ``ratio`` on a copy of ``module`` and measure validation accuracy (no fine-tuning).
 
     ``module`` is never modified. Rows come back sorted by accuracy drop, most sensitive first.
     """
@@ -108,7 +114,7 @@ def sensitivity_analysis(
     if not 0.0 < ratio < 1.0:
         raise WorkbenchError(f"sensitivity ratio = {ratio}: must be between 0 and 1 (exclusive), e.g. 0.5")
     rep = reporter or Reporter()
-    base = evaluate(module, eval_loader, plan, cancel)["accuracy"]
+    base = evaluate(module, val_loader, plan, cancel)["accuracy"]
     total = _params(module)
     groups = prunable_groups(module, input_shape, skip_layers)
     if not groups:
@@ -128,7 +134,7 @@ def sensitivity_analysis(
         root = dict(work.named_modules())[name]
         after_channels = int(pruner.DG.get_out_channels(root) or 0)
         with eval_mode(work):
-            acc = evaluate(work, eval_loader, plan, cancel)["accuracy"]
+            acc = evaluate(work, val_loader, plan, cancel)["accuracy"]
         rows.append(SensitivityRow(name, kind, coupled, channels, channels - after_channels, total - _params(work), acc,
                                    (base - acc) * 100))
         rep.metrics("sensitivity", i, {"accuracy": acc, "drop_points": (base - acc) * 100})
@@ -184,7 +190,7 @@ def sensitivity_for_recipe(
         else:
             load_pruned_weights(module, weights, shape)
     module = prepare_module(module, plan)
-    eval_loader = build_loader(data.eval, recipe.batching.eval_batch_size, recipe.loader, train=False)
+    val_loader = build_loader(data.val, recipe.batching.eval_batch_size, recipe.loader, train=False)
     train_loader = None
     if not weights and loaded.kind in ("zoo", "python"):
         if recipe.train.epochs > 0:
@@ -192,7 +198,7 @@ def sensitivity_for_recipe(
                     "(set model.weights = 'run:ID' to reuse a trained run)", "warning")
             train_loader = build_loader(data.train, recipe.batching.batch_size, recipe.loader, train=True,
                                         seed=recipe.train.seed)
-            train(module, train_loader, eval_loader, recipe.train, recipe.batching, plan, rep, cancel,
+            train(module, train_loader, val_loader, recipe.train, recipe.batching, plan, rep, cancel,
                   stage="sensitivity:train")
         else:
             rep.log("sensitivity: the model is untrained (no model.weights, train.epochs = 0); drops mean little",
@@ -205,7 +211,7 @@ def sensitivity_for_recipe(
             if j >= 4:
                 break
             grads.append(batch)
-    result = sensitivity_analysis(module, shape, eval_loader, plan, ratio=ratio, importance=importance,
+    result = sensitivity_analysis(module, shape, val_loader, plan, ratio=ratio, importance=importance,
                                   skip_layers=skip, grad_batches=grads, reporter=rep, cancel=cancel)
     result.model = loaded.description
     return result

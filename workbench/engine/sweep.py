@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from workbench.engine.bench import bench_torch, cuda_sync_for, fixed_threads, time_callable
+from workbench.engine.budget import over_budget
 from workbench.engine.diagnose import loader_verdict
 from workbench.engine.events import CancelToken, MultiReporter, Reporter, relay_warnings
 from workbench.engine.hardware import native_bf16_cpu
@@ -93,7 +94,7 @@ def best_within_budget(
     best_key: tuple[float, float] | None = None
     for p in points:
         lat, thr = _value(p, latency_key), _value(p, throughput_key)
-        if lat is None or thr is None or lat > budget_ms:
+        if lat is None or thr is None or over_budget(lat, budget_ms):
             continue
         key = (thr, -lat)
         if best_key is None or key > best_key:
@@ -744,7 +745,8 @@ def _load(recipe: Recipe, summary: dict[str, Any], rep: Reporter,
     summary["model"] = s.to_dict()
     summary["data"] = {"source": recipe.data.source, "description": bundle.source_desc,
                        "num_classes": bundle.num_classes, "input_shape": list(shape),
-                       "train_samples": len(bundle.train), "eval_samples": len(bundle.eval), "kind": bundle.kind}
+                       "train_samples": len(bundle.train), "val_samples": len(bundle.val),
+                       "eval_samples": len(bundle.eval), "kind": bundle.kind}
     rep.log(f"sweep: model {loaded.description or recipe.model.zoo}: {s.params:,} params; data {bundle.source_desc}")
     rep.stage_finished("load", {"params": s.params})
     return loaded.module, shape, bundle.num_classes

@@ -69,14 +69,17 @@ def make_scheduler(
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, total_steps // 3), gamma=0.1)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.25)
+        # torch divides by (pct_start * total_steps - 1): with 4 steps (a small split, one epoch) that is
+        # 0.25 * 4 - 1 = 0. Warm up a little longer there instead of crashing.
+        pct_start = 0.25 if abs(0.25 * total_steps - 1.0) > 1e-9 else 0.3
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=pct_start)
     return None
 
 
 def train(
     module: nn.Module,
     train_loader: DataLoader,
-    eval_loader: DataLoader | None,
+    val_loader: DataLoader | None,
     cfg: TrainSection,
     batching: BatchingSection,
     plan: PrecisionPlan,
@@ -88,7 +91,11 @@ def train(
     lr: float | None = None,
     loss_fn: LossFn | None = None,
 ) -> TrainResult:
-    """Train ``module`` in place. Reports per-step metrics and per-epoch eval accuracy."""
+    """Train ``module`` in place. Reports per-step metrics and per-epoch validation accuracy.
+
+    ``val_loader`` is the validation split (never the eval split: the per-epoch curve is what
+    epochs and learning rates are tuned against, and the eval split must stay unseen for reporting).
+    """
     epochs = cfg.epochs if epochs is None else epochs
     lr = cfg.lr if lr is None else lr
     torch.manual_seed(cfg.seed)
@@ -173,12 +180,12 @@ def train(
                 break
             t_wait = time.perf_counter()
         record: dict[str, float] = {"epoch": epoch + 1, "train_loss": epoch_loss / max(1, epoch_n)}
-        if eval_loader is not None:
-            ev = evaluate(module, eval_loader, plan, cancel)
-            record.update(eval_loss=ev["loss"], eval_accuracy=ev["accuracy"])
-            reporter.metrics(stage, batch_index, {"eval_accuracy": ev["accuracy"], "eval_loss": ev["loss"]})
+        if val_loader is not None:
+            ev = evaluate(module, val_loader, plan, cancel)
+            record.update(val_loss=ev["loss"], val_accuracy=ev["accuracy"])
+            reporter.metrics(stage, batch_index, {"val_accuracy": ev["accuracy"], "val_loss": ev["loss"]})
             reporter.log(f"{stage}: epoch {epoch + 1}/{epochs}: train loss {record['train_loss']:.4f}, "
-                         f"eval accuracy {ev['accuracy']:.4f}")
+                         f"val accuracy {ev['accuracy']:.4f}")
         result.history.append(record)
         result.epochs = epoch + 1
         if done:

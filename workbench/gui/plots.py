@@ -308,9 +308,10 @@ class Dashboard(QWidget):
         self.throughput.add_series("inference", "inference (benchmark)", "#d62728", symbol="o")
         self.loss = LivePlot("lossPlot", "Training loss", "loss", time_axis=True)
         self.loss.add_series("loss", "train loss", "#ff7f0e")
-        self.loss.add_series("eval_loss", "eval loss", "#9467bd", symbol="s")
-        self.accuracy = LivePlot("accuracyPlot", "Eval accuracy", "accuracy %", y_range=(0, 100), time_axis=True)
-        self.accuracy.add_series("eval_accuracy", "eval accuracy", "#2ca02c", symbol="o")
+        self.loss.add_series("val_loss", "validation loss", "#9467bd", symbol="s")
+        self.accuracy = LivePlot("accuracyPlot", "Validation accuracy", "accuracy %", y_range=(0, 100),
+                                 time_axis=True)
+        self.accuracy.add_series("val_accuracy", "validation accuracy", "#2ca02c", symbol="o")
         self.gpu = LivePlot("gpuPlot", "GPU", "% ", y_range=(0, 100), time_axis=True)
         self.gpu.add_series("util", "GPU utilisation %", "#2ca02c")
         self.gpu.add_series("mem", "GPU memory used %", "#8c564b")
@@ -372,10 +373,10 @@ class Dashboard(QWidget):
                     self.throughput.append("train", x, v["samples_per_s"])
                 if "loss" in v:
                     self.loss.append("loss", x, v["loss"])
-                if "eval_loss" in v:
-                    self.loss.append("eval_loss", x, v["eval_loss"])
-                if "eval_accuracy" in v:
-                    self.accuracy.append("eval_accuracy", x, 100.0 * v["eval_accuracy"])
+                if "val_loss" in v:
+                    self.loss.append("val_loss", x, v["val_loss"])
+                if "val_accuracy" in v:
+                    self.accuracy.append("val_accuracy", x, 100.0 * v["val_accuracy"])
 
     def _telemetry(self, x: float, v: dict[str, float]) -> None:
         if "cpu_percent" in v:

@@ -1,7 +1,13 @@
 """Dataset sources: turn a recipe's ``[data]`` section into picklable train/eval datasets.
 
 Sources: ``default`` (generated shapes PNGs), ``synthetic`` (random tensors), ``image_folder``,
-``csv`` (tabular), ``npz`` and ``mnist`` (IDX files). Every problem with the user's data becomes a
+``csv`` (tabular), ``npz`` and ``mnist`` (IDX files).
+
+Three splits, always: ``train`` (fitting), ``val`` (choosing: accuracy-aware quantization, pruning
+sensitivity, per-epoch curves) and ``eval`` (reporting). Choosing on the split you report on
+flatters the result. ``eval`` is ``data.eval_fraction`` of all samples (or the file's own test
+split); ``val`` is ``data.val_fraction`` of the rest (or the file's own validation arrays), both
+stratified per class and seeded with ``data.seed``. Every problem with the user's data becomes a
 one-line ``DataLoadError`` that names the file or folder and says what would work.
 
 Datasets are picklable (DataLoader workers start with spawn/forkserver): they hold paths, arrays and
@@ -22,8 +28,8 @@ They keep their native image size (``data.image_size`` applies to image folders 
 
 File layouts:
 - npz: ``np.load(allow_pickle=False)``; arrays ``x_train``/``y_train`` (+ ``x_test``/``y_test``, which
-  then define the eval split) or one of the pairs in ``NPZ_PAIRS`` (x/y, X/y, images/labels,
-  data/target, data/targets, inputs/targets). 2-D x is tabular; (N,H,W), NHWC or NCHW is images
+  then define the eval split, and ``x_val``/``y_val``, which define the validation split) or one of
+  the pairs in ``NPZ_PAIRS`` (x/y, X/y, images/labels, data/target, data/targets, inputs/targets). 2-D x is tabular; (N,H,W), NHWC or NCHW is images
   (uint8 is scaled and normalised, float is used as is). Object arrays are refused.
 - mnist: a folder with ``train-images-idx3-ubyte[.gz]`` + ``train-labels-idx1-ubyte[.gz]`` (optional
   ``t10k-*`` pair = eval split), or the path of an images file with its labels file beside it.
@@ -76,7 +82,8 @@ class DatasetBundle:
     """Everything the rest of the engine needs to know about the data."""
 
     train: Dataset
-    eval: Dataset
+    val: Dataset  # model selection (accuracy budgets, sensitivity); never reported as the result
+    eval: Dataset  # reported accuracy
     num_classes: int
     input_shape: tuple[int, ...]  # one sample, no batch dim, after transforms
     class_names: list[str]
@@ -306,6 +313,17 @@ def stratified_split(targets: np.ndarray, eval_fraction: float, seed: int) -> tu
     return tr.astype(np.int64), ev.astype(np.int64)
 
 
+def carve_validation(
+    train_idx: np.ndarray, targets: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``train_idx`` into (train, val) indices: per class, ``stratified_split`` of what train holds.
+
+    The shuffle is seeded with ``seed + 1`` so it is independent of the train/eval shuffle.
+    """
+    keep, val = stratified_split(np.asarray(targets)[train_idx], val_fraction, seed + 1)
+    return train_idx[keep], train_idx[val]
+
+
 def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
     """Indices of at most ``limit`` samples (seeded, sorted); all when limit is 0 or >= n."""
     if not limit or limit >= n:
@@ -344,6 +362,13 @@ def _encode_labels(values: np.ndarray, where: str) -> tuple[np.ndarray, list[str
     return codes.astype(np.int64).reshape(-1), names
 
 
+def _encode_parts(parts: list[np.ndarray], where: str) -> tuple[list[np.ndarray], list[str]]:
+    """``_encode_labels`` over several label arrays at once (one class list for all splits)."""
+    codes, names = _encode_labels(np.concatenate([p.reshape(len(p), -1) for p in parts]), where)
+    bounds = np.cumsum([len(p) for p in parts])[:-1]
+    return np.split(codes, bounds), names
+
+
 def _need_two_classes(names: list[str], where: str) -> None:
     if len(names) < 2:
         found = names[0] if names else "none"
@@ -352,11 +377,12 @@ def _need_two_classes(names: list[str], where: str) -> None:
         )
 
 
-def _check_split(train_idx: np.ndarray, eval_idx: np.ndarray, where: str) -> None:
-    if len(train_idx) == 0 or len(eval_idx) == 0:
+def _check_split(train_idx: np.ndarray, val_idx: np.ndarray, eval_idx: np.ndarray, where: str) -> None:
+    if len(train_idx) == 0 or len(val_idx) == 0 or len(eval_idx) == 0:
         raise DataLoadError(
-            f"{where}: too few samples to split into train and eval ({len(train_idx)} / {len(eval_idx)}); "
-            "add samples or raise data.limit / data.eval_fraction"
+            f"{where}: too few samples to split into train, validation and eval "
+            f"({len(train_idx)} / {len(val_idx)} / {len(eval_idx)}); add samples (at least 3 per class) "
+            "or raise data.limit, data.val_fraction or data.eval_fraction"
         )
 
 
@@ -478,12 +504,14 @@ def _load_image_folder(
         targets = targets[keep]
     seen = _validate_images(paths, section.seed) if validate else _validate_images(paths[:1], section.seed)
     tr, ev = stratified_split(targets, section.eval_fraction, section.seed)
-    _check_split(tr, ev, str(root))
+    tr, va = carve_validation(tr, targets, section.val_fraction, section.seed)
+    _check_split(tr, va, ev, str(root))
     s = section.image_size
     t_train = ImageTransform(train=True, augment=section.augment, normalize=section.normalize,
                              crop=section.augment_crop, flip=section.augment_flip)
     t_eval = ImageTransform(train=False, normalize=section.normalize)
     train = ImageFolderDataset([paths[i] for i in tr], targets[tr], s, t_train, cache=section.cache)
+    val = ImageFolderDataset([paths[i] for i in va], targets[va], s, t_eval, cache=section.cache)
     eval_ = ImageFolderDataset([paths[i] for i in ev], targets[ev], s, t_eval, cache=section.cache)
     if validate:
         train.decode(0)  # one full decode catches e.g. truncated files early and cheaply
@@ -491,12 +519,13 @@ def _load_image_folder(
     label = desc or f"image folder {root}"
     return DatasetBundle(
         train=train,
+        val=val,
         eval=eval_,
         num_classes=len(names),
         input_shape=(3, s, s),
         class_names=names,
         kind="image",
-        source_desc=f"{label}: {len(tr)} train / {len(ev)} eval images, {len(names)} classes, "
+        source_desc=f"{label}: {len(tr)} train / {len(va)} val / {len(ev)} eval images, {len(names)} classes, "
         f"{_describe_sources(seen, s) or f'{s}x{s}'}{_augment_note(t_train)}{note}",
         preprocess=t_eval.describe(),
     )
@@ -518,42 +547,48 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
     raise DataLoadError(f"{where}: images must be (N,H,W), (N,H,W,C) or (N,C,H,W), got shape {x.shape}")
 
 
-def _array_bundle(
-    x_tr: np.ndarray,
-    y_tr: np.ndarray,
-    x_ev: np.ndarray,
-    y_ev: np.ndarray,
-    names: list[str],
-    section: DataSection,
-    desc: str,
-    where: str,
-) -> DatasetBundle:
-    """Build image or tabular datasets from in-memory arrays (x: numeric, y: codes 0..K-1)."""
-    if x_tr.ndim == 2:
-        feats_tr = torch.from_numpy(np.ascontiguousarray(x_tr, dtype=np.float32))
-        feats_ev = torch.from_numpy(np.ascontiguousarray(x_ev, dtype=np.float32))
-        return _tabular_bundle(feats_tr, y_tr, feats_ev, y_ev, names, section, desc, where)
-    x_tr, x_ev = _to_nchw(x_tr, where), _to_nchw(x_ev, where)
-    if x_tr.dtype != np.uint8:
-        x_tr, x_ev = x_tr.astype(np.float32), x_ev.astype(np.float32)
-        for split, arr in (("train", x_tr), ("eval", x_ev)):
+@dataclass
+class _Splits:
+    """In-memory arrays of the three splits (x: numeric samples, y: class codes 0..K-1)."""
+
+    x_tr: np.ndarray
+    y_tr: np.ndarray
+    x_va: np.ndarray
+    y_va: np.ndarray
+    x_ev: np.ndarray
+    y_ev: np.ndarray
+
+
+def _array_bundle(sp: _Splits, names: list[str], section: DataSection, desc: str, where: str) -> DatasetBundle:
+    """Build image or tabular datasets from in-memory arrays."""
+    if sp.x_tr.ndim == 2:
+        feats = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in (sp.x_tr, sp.x_va, sp.x_ev)]
+        return _tabular_bundle(feats, [sp.y_tr, sp.y_va, sp.y_ev], names, section, desc, where)
+    xs = [_to_nchw(x, where) for x in (sp.x_tr, sp.x_va, sp.x_ev)]
+    uint8 = xs[0].dtype == np.uint8
+    if not uint8:
+        xs = [x.astype(np.float32) for x in xs]
+        for split, arr in zip(("train", "validation", "eval"), xs, strict=True):
             _require_finite(arr, where, split)
     t_train = ImageTransform(train=True, augment=section.augment, normalize=section.normalize,
                              crop=section.augment_crop, flip=section.augment_flip)
     t_eval = ImageTransform(train=False, normalize=section.normalize)
-    train = ArrayImageDataset(torch.from_numpy(np.ascontiguousarray(x_tr)), y_tr, t_train)
-    eval_ = ArrayImageDataset(torch.from_numpy(np.ascontiguousarray(x_ev)), y_ev, t_eval)
-    shape = tuple(int(d) for d in x_tr.shape[1:])
-    pre = t_eval.describe() if x_tr.dtype == np.uint8 else {"scale": 1.0, "mean": [0.0], "std": [1.0]}
+    train, val, eval_ = (
+        ArrayImageDataset(torch.from_numpy(np.ascontiguousarray(x)), y, t)
+        for x, y, t in zip(xs, (sp.y_tr, sp.y_va, sp.y_ev), (t_train, t_eval, t_eval), strict=True)
+    )
+    shape = tuple(int(d) for d in xs[0].shape[1:])
+    pre = t_eval.describe() if uint8 else {"scale": 1.0, "mean": [0.0], "std": [1.0]}
     return DatasetBundle(
         train=train,
+        val=val,
         eval=eval_,
         num_classes=len(names),
         input_shape=shape,
         class_names=names,
         kind="image",
-        source_desc=f"{desc}: {len(y_tr)} train / {len(y_ev)} eval images {'x'.join(map(str, shape))}, "
-        f"{len(names)} classes{_augment_note(t_train)}",
+        source_desc=f"{desc}: {len(sp.y_tr)} train / {len(sp.y_va)} val / {len(sp.y_ev)} eval images "
+        f"{'x'.join(map(str, shape))}, {len(names)} classes{_augment_note(t_train)}",
         preprocess=pre,
     )
 
@@ -574,55 +609,78 @@ def _augment_note(transform: ImageTransform) -> str:
 
 
 def _tabular_bundle(
-    x_tr: torch.Tensor,
-    y_tr: np.ndarray,
-    x_ev: torch.Tensor,
-    y_ev: np.ndarray,
+    xs: list[torch.Tensor],
+    ys: list[np.ndarray],
     names: list[str],
     section: DataSection,
     desc: str,
     where: str,
 ) -> DatasetBundle:
-    """Standardise columns with TRAIN statistics (columns have arbitrary units) when normalize is on."""
-    if not torch.isfinite(x_tr).all() or not torch.isfinite(x_ev).all():
+    """Train / val / eval features; standardised with TRAIN statistics (arbitrary units) when normalize is on."""
+    if not all(bool(torch.isfinite(x).all()) for x in xs):
         raise DataLoadError(f"{where}: features contain NaN or infinity; fill or drop those values")
     pre: dict[str, Any] = {"scale": 1.0, "mean": [0.0], "std": [1.0]}
     if section.normalize:
-        mean = x_tr.mean(0)
-        std = x_tr.std(0, unbiased=False)
+        mean = xs[0].mean(0)
+        std = xs[0].std(0, unbiased=False)
         std = torch.where(std > 1e-12, std, torch.ones_like(std))
-        x_tr, x_ev = (x_tr - mean) / std, (x_ev - mean) / std
+        xs = [(x - mean) / std for x in xs]
         pre = {"scale": 1.0, "mean": mean.tolist(), "std": std.tolist()}
-    n_feat = int(x_tr.shape[1])
+    n_feat = int(xs[0].shape[1])
+    train, val, eval_ = (TabularDataset(x, y) for x, y in zip(xs, ys, strict=True))
     return DatasetBundle(
-        train=TabularDataset(x_tr, y_tr),
-        eval=TabularDataset(x_ev, y_ev),
+        train=train,
+        val=val,
+        eval=eval_,
         num_classes=len(names),
         input_shape=(n_feat,),
         class_names=names,
         kind="tabular",
-        source_desc=f"{desc}: {len(y_tr)} train / {len(y_ev)} eval rows, {n_feat} features, {len(names)} classes",
+        source_desc=f"{desc}: {len(ys[0])} train / {len(ys[1])} val / {len(ys[2])} eval rows, {n_feat} features, "
+        f"{len(names)} classes",
         preprocess=pre,
     )
 
 
 def _split_arrays(
-    x: np.ndarray, codes: np.ndarray, section: DataSection, where: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    x: np.ndarray, codes: np.ndarray, section: DataSection, where: str, val: tuple[np.ndarray, np.ndarray] | None = None
+) -> _Splits:
+    """One labelled pool: eval and (unless the file has its own ``val``) validation are carved from it."""
     keep = _subsample(len(codes), section.limit, section.seed)
     x, codes = x[keep], codes[keep]
     tr, ev = stratified_split(codes, section.eval_fraction, section.seed)
-    _check_split(tr, ev, where)
-    return x[tr], codes[tr], x[ev], codes[ev]
+    if val is None:
+        tr, va = carve_validation(tr, codes, section.val_fraction, section.seed)
+        _check_split(tr, va, ev, where)
+        return _Splits(x[tr], codes[tr], x[va], codes[va], x[ev], codes[ev])
+    _check_split(tr, val[1], ev, where)
+    return _Splits(x[tr], codes[tr], val[0], val[1], x[ev], codes[ev])
 
 
 def _predefined_arrays(
-    x_tr: np.ndarray, y_tr: np.ndarray, x_ev: np.ndarray, y_ev: np.ndarray, section: DataSection
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_ev: np.ndarray,
+    y_ev: np.ndarray,
+    section: DataSection,
+    where: str,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+) -> _Splits:
+    """The file's own train / test split (and validation arrays, if any); otherwise val is carved from train."""
     cap_tr, cap_ev = _split_caps(section.limit, section.eval_fraction)
     ktr = _subsample(len(y_tr), cap_tr, section.seed)
     kev = _subsample(len(y_ev), cap_ev, section.seed + 1)
-    return x_tr[ktr], y_tr[ktr], x_ev[kev], y_ev[kev]
+    x_tr, y_tr = x_tr[ktr], y_tr[ktr]
+    if val is None:
+        tr, va = carve_validation(np.arange(len(y_tr)), y_tr, section.val_fraction, section.seed)
+        x_va, y_va, x_tr, y_tr = x_tr[va], y_tr[va], x_tr[tr], y_tr[tr]
+    else:
+        cap_va = max(1, int(round(cap_tr * section.val_fraction))) if cap_tr else 0
+        kva = _subsample(len(val[1]), cap_va, section.seed + 2)
+        x_va, y_va = val[0][kva], val[1][kva]
+    sp = _Splits(x_tr, y_tr, x_va, y_va, x_ev[kev], y_ev[kev])
+    _check_split(sp.y_tr, sp.y_va, sp.y_ev, where)
+    return sp
 
 
 def _check_x(x: np.ndarray, where: str, name: str) -> None:
@@ -669,10 +727,19 @@ def _load_npz(section: DataSection) -> DatasetBundle:
                 raise DataLoadError(f"{path}: array {name!r} is corrupt ({exc})") from None
 
         desc = f"npz {path}"
+        val: tuple[np.ndarray, np.ndarray] | None = None  # the file's own validation split, raw labels
         if "x_train" in names_found and "y_train" in names_found:
             x_tr, y_tr = get("x_train"), get("y_train")
             _check_x(x_tr, str(path), "x_train")
             _check_len(x_tr, y_tr, path, "x_train", "y_train")
+            if "x_val" in names_found and "y_val" in names_found:
+                val = get("x_val"), get("y_val")
+                _check_x(val[0], str(path), "x_val")
+                _check_len(val[0], val[1], path, "x_val", "y_val")
+                if val[0].shape[1:] != x_tr.shape[1:]:
+                    raise DataLoadError(
+                        f"{path}: x_train samples are {x_tr.shape[1:]} but x_val samples are {val[0].shape[1:]}"
+                    )
             if "x_test" in names_found and "y_test" in names_found:
                 x_ev, y_ev = get("x_test"), get("y_test")
                 _check_x(x_ev, str(path), "x_test")
@@ -681,13 +748,11 @@ def _load_npz(section: DataSection) -> DatasetBundle:
                     raise DataLoadError(
                         f"{path}: x_train samples are {x_tr.shape[1:]} but x_test samples are {x_ev.shape[1:]}"
                     )
-                codes, names = _encode_labels(
-                    np.concatenate([y_tr.reshape(len(y_tr), -1), y_ev.reshape(len(y_ev), -1)]), str(path)
-                )
+                coded, names = _encode_parts([y_tr, y_ev] + ([val[1]] if val else []), str(path))
                 _need_two_classes(names, str(path))
-                c_tr, c_ev = codes[: len(y_tr)], codes[len(y_tr) :]
-                arrays = _predefined_arrays(x_tr, c_tr, x_ev, c_ev, section)
-                return _array_bundle(*arrays, names, section, desc, str(path))
+                coded_val = (val[0], coded[2]) if val else None
+                sp = _predefined_arrays(x_tr, coded[0], x_ev, coded[1], section, str(path), coded_val)
+                return _array_bundle(sp, names, section, desc, str(path))
             x, y = x_tr, y_tr
         else:
             pair = next(((a, b) for a, b in NPZ_PAIRS if a in names_found and b in names_found), None)
@@ -699,10 +764,10 @@ def _load_npz(section: DataSection) -> DatasetBundle:
             x, y = get(pair[0]), get(pair[1])
             _check_x(x, str(path), pair[0])
             _check_len(x, y, path, pair[0], pair[1])
-    codes, names = _encode_labels(y, str(path))
+    coded, names = _encode_parts([y] + ([val[1]] if val else []), str(path))
     _need_two_classes(names, str(path))
-    arrays = _split_arrays(x, codes, section, str(path))
-    return _array_bundle(*arrays, names, section, desc, str(path))
+    sp = _split_arrays(x, coded[0], section, str(path), (val[0], coded[1]) if val else None)
+    return _array_bundle(sp, names, section, desc, str(path))
 
 
 def _check_len(x: np.ndarray, y: np.ndarray, path: Path, xn: str, yn: str) -> None:
@@ -771,10 +836,9 @@ def _load_csv(section: DataSection) -> DatasetBundle:
         y = np.asarray(raw_labels)
     codes, names = _encode_labels(y, str(path))
     _need_two_classes(names, str(path))
-    x_tr, y_tr, x_ev, y_ev = _split_arrays(x, codes, section, str(path))
-    return _tabular_bundle(
-        torch.from_numpy(x_tr), y_tr, torch.from_numpy(x_ev), y_ev, names, section, f"csv {path}", str(path)
-    )
+    sp = _split_arrays(x, codes, section, str(path))
+    feats = [torch.from_numpy(v) for v in (sp.x_tr, sp.x_va, sp.x_ev)]
+    return _tabular_bundle(feats, [sp.y_tr, sp.y_va, sp.y_ev], names, section, f"csv {path}", str(path))
 
 
 def _is_float(v: str) -> bool:
@@ -890,15 +954,14 @@ def _load_mnist(section: DataSection) -> DatasetBundle:
             raise DataLoadError(
                 f"{path}: train images are {x_tr.shape[1:]} but t10k images are {x_ev.shape[1:]}"
             )
-        codes, names = _encode_labels(np.concatenate([y_tr, y_ev]), str(path))
+        coded, names = _encode_parts([y_tr, y_ev], str(path))
         _need_two_classes(names, str(path))
-        arrays = _predefined_arrays(x_tr, codes[: len(y_tr)], x_ev, codes[len(y_tr) :], section)
-        return _array_bundle(*arrays, names, section, desc, str(path))
+        sp = _predefined_arrays(x_tr, coded[0], x_ev, coded[1], section, str(path))
+        return _array_bundle(sp, names, section, desc, str(path))
     x, y = train
     codes, names = _encode_labels(y, str(path))
     _need_two_classes(names, str(path))
-    arrays = _split_arrays(x, codes, section, str(path))
-    return _array_bundle(*arrays, names, section, desc, str(path))
+    return _array_bundle(_split_arrays(x, codes, section, str(path)), names, section, desc, str(path))
 
 
 # ----------------------------------------------------------------------------------------- synthetic
@@ -909,18 +972,20 @@ def _load_synthetic(section: DataSection) -> DatasetBundle:
     k = section.synthetic_classes
     targets = np.random.default_rng(section.seed).integers(0, k, section.synthetic_samples)[:n]
     tr, ev = stratified_split(targets, section.eval_fraction, section.seed)
-    _check_split(tr, ev, "synthetic data")
+    tr, va = carve_validation(tr, targets, section.val_fraction, section.seed)
+    _check_split(tr, va, ev, "synthetic data")
     shape = tuple(section.synthetic_shape)
-    train = SyntheticDataset(tr, targets[tr], shape, k, section.seed)
-    eval_ = SyntheticDataset(ev, targets[ev], shape, k, section.seed)
+    train, val, eval_ = (SyntheticDataset(i, targets[i], shape, k, section.seed) for i in (tr, va, ev))
     return DatasetBundle(
         train=train,
+        val=val,
         eval=eval_,
         num_classes=k,
         input_shape=shape,
         class_names=[f"class_{i}" for i in range(k)],
         kind="tensor",
-        source_desc=f"synthetic {list(shape)}: {len(tr)} train / {len(ev)} eval samples, {k} classes, seed {section.seed}",
+        source_desc=f"synthetic {list(shape)}: {len(tr)} train / {len(va)} val / {len(ev)} eval samples, {k} classes, "
+        f"seed {section.seed}",
         preprocess={"scale": 1.0, "mean": [0.0], "std": [1.0]},
     )
 

@@ -63,6 +63,10 @@ class DataPanel(RecipePanel):
         self.add_double("eval_fraction", "Eval split", "Share of samples held out for evaluation (stratified). "
                         "A bigger split measures accuracy more reliably but leaves less to train on.",
                         decimals=2, step=0.05)
+        self.add_double("val_fraction", "Validation split", "Share of the remaining samples held out for "
+                        "validation (stratified): accuracy budgets, sensitivity analysis and the per-epoch curve "
+                        "choose on it, so the eval split stays unseen until the result is reported.",
+                        decimals=2, step=0.05)
         self.add_spin("image_size", "Image size", "Images are resized to this square size. Larger keeps detail "
                       "but costs compute roughly with the square of the side.", suffix=" px")
         self.add_check("augment", "Augment", "Random changes to training images each epoch (pick which below): "
@@ -78,8 +82,8 @@ class DataPanel(RecipePanel):
                        "epochs skip file decoding (faster) at the cost of memory.")
         self.add_spin("limit", "Sample limit", "Use at most this many samples (stratified), for quick "
                       "experiments on big datasets. 0 uses everything.", special="0 (all)")
-        self.add_spin("seed", "Split seed", "Seed of the train/eval split and subsampling: keep it fixed to "
-                      "compare runs on the same samples.")
+        self.add_spin("seed", "Split seed", "Seed of the train/validation/eval split and subsampling: keep it "
+                      "fixed to compare runs on the same samples.")
         self.add_parsed_text("synthetic_shape", "Sample shape", "Shape of one synthetic sample without the batch, "
                              "e.g. 3, 32, 32 for images or 64 for feature vectors.",
                              lambda t: parse_int_list(t, "sizes"), lambda v: ", ".join(str(d) for d in v),

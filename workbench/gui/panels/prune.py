@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from workbench.engine.budget import over_budget
 from workbench.engine.events import CancelToken, Reporter
 from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel
@@ -162,7 +163,8 @@ class PrunePanel(RecipePanel):
     def _build_sensitivity(self) -> None:
         box = self.begin_group("Sensitivity analysis", "Which layer groups can be pruned cheaply, and which to skip.")
         explain = QLabel("Prunes each layer group <i>alone</i> at the ratio above (no fine-tuning) and measures the "
-                         "eval accuracy drop. Groups with a large drop are candidates for <b>Skip layers</b>.")
+                         "validation accuracy drop (choices are made on validation; runs report on eval). Groups "
+                         "with a large drop are candidates for <b>Skip layers</b>.")
         explain.setWordWrap(True)
         explain.setStyleSheet("color: #555;")
         self.add_widget(explain)
@@ -232,7 +234,7 @@ class PrunePanel(RecipePanel):
 
         self.table = QTableWidget(0, 8)
         self.table.setObjectName("sensitivityTable")
-        self.table.setHorizontalHeaderLabels(["Group (root layer)", "Drop (pts)", "Accuracy", "Type", "Coupled",
+        self.table.setHorizontalHeaderLabels(["Group (root layer)", "Drop (pts)", "Val accuracy", "Type", "Coupled",
                                               "Channels", "Removed", "Params removed"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -382,8 +384,9 @@ class PrunePanel(RecipePanel):
         self.select_hot_button.setEnabled(bool(rows))
         where = f" of {result.model}" if getattr(result, "model", "") else ""
         self.sens_status.setText(
-            f"{len(rows)} groups{where} pruned alone at {result.ratio:.0%} ({result.importance}); unpruned accuracy "
-            f"{result.base_accuracy:.2%}. Select the most sensitive and click 'Exclude selected'.")
+            f"{len(rows)} groups{where} pruned alone at {result.ratio:.0%} ({result.importance}); unpruned "
+            f"{getattr(result, 'split', 'validation')} accuracy {result.base_accuracy:.2%}. Select the most sensitive "
+            "and click 'Exclude selected'.")
 
     def _selected_rows(self) -> list[int]:
         return sorted({i.row() for i in self.table.selectionModel().selectedRows()})
@@ -394,7 +397,8 @@ class PrunePanel(RecipePanel):
             return
         drops = np.array([r.drop for r in self.sensitivity.rows], dtype=float)
         selected = set(self._selected_rows())
-        brushes = [pg.mkBrush(SELECTED_COLOUR if i in selected else HOT_COLOUR if d > self.threshold.value()
+        limit = self.threshold.value()
+        brushes = [pg.mkBrush(SELECTED_COLOUR if i in selected else HOT_COLOUR if over_budget(float(d), limit)
                               else BAR_COLOUR) for i, d in enumerate(drops)]
         self.bars.setOpts(x0=0.0, y=np.arange(len(drops), dtype=float), height=0.6, width=drops, brushes=brushes)
 
@@ -409,7 +413,7 @@ class PrunePanel(RecipePanel):
         mode = self.table.selectionMode()
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
         for i, r in enumerate(self.sensitivity.rows):
-            if r.drop > self.threshold.value():
+            if over_budget(r.drop, self.threshold.value()):
                 self.table.selectRow(i)
         self.table.setSelectionMode(mode)
 
