@@ -146,8 +146,8 @@ def test_a_busy_process_is_detected_and_makes_the_timing_unreliable(busy_process
         time.sleep(1.0)
     assert mon.load is not None
     assert mon.load.others_cores > 0.5, mon.load  # one spinning process is about one core
-    timing = time_paired([Contestant("baseline", "a", SpinRuntime(1.0)), Contestant("x", "b", SpinRuntime(0.5))],
-                         (1,), [1], threads=QUIET, rounds=5, iters=5, warmup=0, settle_s=0.0)
+    timing = time_paired([Contestant("baseline", "a", SpinRuntime(4.0)), Contestant("x", "b", SpinRuntime(2.0))],
+                         (1,), [1], threads=QUIET, rounds=5, iters=50, warmup=0, settle_s=0.0)  # ~0.6 s
     assert not timing.reliable
     assert "other processes used" in timing.reason
     assert timing.to_dict()["contention"]["contended"] is True

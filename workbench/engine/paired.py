@@ -49,6 +49,8 @@ CONTENTION_LIMIT_CORES = 0.25
 CI_LIMIT = 0.15
 #: Fewer rounds than this and the interval says too little (5 rounds: 94 % coverage at best).
 MIN_ROUNDS = 5
+#: Shorter spans than this are not judged on their own: the CPU counters tick every 10 ms.
+MIN_LOAD_SPAN_S = 0.5
 
 
 # ----------------------------------------------------------------------------------------- statistics
@@ -429,7 +431,10 @@ def time_paired(
 def reliability_problems(timing: PairedTiming) -> list[str]:
     """Why a paired timing should not be trusted (empty when it can be)."""
     problems = []
-    others = max((bt.load.others_cores for bt in timing.batches), default=timing.load.others_cores)
+    # The whole timing's load, or a batch size's where that span was long enough for the 10 ms CPU
+    # counters to mean something (a 30 ms span reads 0 or 3 cores by chance).
+    others = max([timing.load.others_cores,
+                  *(bt.load.others_cores for bt in timing.batches if bt.load.wall_s >= MIN_LOAD_SPAN_S)])
     if others > CONTENTION_LIMIT_CORES:
         problems.append(f"other processes used {others:.2f} CPU cores on average while timing "
                         f"(more than {CONTENTION_LIMIT_CORES}); close them or re-run on a quiet machine")

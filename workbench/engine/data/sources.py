@@ -690,6 +690,9 @@ def _check_x(x: np.ndarray, where: str, name: str) -> None:
         raise DataLoadError(
             f"{where}: array {name!r} has shape {x.shape}; use (N, features), (N,H,W), (N,H,W,C) or (N,C,H,W)"
         )
+    if x.ndim > 2 and x.dtype.kind == "f":
+        # Checked on the file's own array, before any split, so the sample index is the user's.
+        _require_finite(x, where, f"{name!r}")
 
 
 # ----------------------------------------------------------------------------------------------- npz
