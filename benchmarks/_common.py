@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` without an installed package
     sys.path.insert(0, str(ROOT))
 
-from workbench.engine.paired import (  # noqa: E402
+from workbench.core.measure.paired import (  # noqa: E402
     CI_LIMIT,
     CONTENTION_LIMIT_CORES,
     ContentionMonitor,

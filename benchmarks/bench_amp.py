@@ -25,10 +25,10 @@ import torch
 from _common import fmt_ratio_ci, markdown_table, paired_lines, print_header
 from torch import nn
 
-from workbench.engine.bench import fixed_threads
-from workbench.engine.models import build_zoo_model
-from workbench.engine.paired import Contestant, choose_threads, time_paired
-from workbench.engine.precision import bf16_supported_on_cpu
+from workbench.core.measure.paired import Contestant, choose_threads, time_paired
+from workbench.core.measure.timing import fixed_threads
+from workbench.core.models import build_zoo_model
+from workbench.core.precision import bf16_supported_on_cpu
 
 INPUT_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10

@@ -26,8 +26,8 @@ from _common import TreeContentionMonitor, contention_line, print_header, thread
 from torch import nn
 from torch.utils import benchmark
 
-from workbench.engine.bench import fixed_threads, time_callable
-from workbench.engine.paired import CpuLoad, choose_threads
+from workbench.core.measure.paired import CpuLoad, choose_threads
+from workbench.core.measure.timing import fixed_threads, time_callable
 
 
 def small_cnn(num_classes: int = 10) -> nn.Module:

@@ -39,11 +39,11 @@ from _common import (
     threads_line,
 )
 
-from workbench.engine.data import load_dataset
-from workbench.engine.events import Reporter
-from workbench.engine.models import load_model
-from workbench.engine.paired import CpuLoad, choose_threads
-from workbench.engine.sweep import SweepSpec, loader_configs, loader_sweep
+from workbench.analysis.sweep import SweepSpec, loader_configs, loader_sweep
+from workbench.core.data import load_dataset
+from workbench.core.events import Reporter
+from workbench.core.measure.paired import CpuLoad, choose_threads
+from workbench.core.models import load_model
 from workbench.recipe import Recipe, load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "resources" / "recipes" / "loader_bound.toml"

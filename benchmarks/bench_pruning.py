@@ -27,22 +27,22 @@ import torch  # noqa: E402
 from _common import fmt_ratio_ci, markdown_table, paired_lines, print_header  # noqa: E402
 from torch import nn  # noqa: E402
 
-from workbench.engine.bench import fixed_threads  # noqa: E402
-from workbench.engine.data import build_loader, load_dataset  # noqa: E402
-from workbench.engine.events import CancelToken, Reporter  # noqa: E402
-from workbench.engine.models import build_zoo_model, summarize  # noqa: E402
-from workbench.engine.paired import Contestant, choose_threads, time_paired  # noqa: E402
-from workbench.engine.precision import PrecisionPlan  # noqa: E402
-from workbench.engine.prune import (  # noqa: E402
+from workbench.core.data import build_loader, load_dataset  # noqa: E402
+from workbench.core.events import CancelToken, Reporter  # noqa: E402
+from workbench.core.measure.paired import Contestant, choose_threads, time_paired  # noqa: E402
+from workbench.core.measure.runtimes import TorchRuntime  # noqa: E402
+from workbench.core.measure.timing import fixed_threads  # noqa: E402
+from workbench.core.models import build_zoo_model, summarize  # noqa: E402
+from workbench.core.precision import PrecisionPlan  # noqa: E402
+from workbench.core.train import evaluate, train  # noqa: E402
+from workbench.recipe import BatchingSection, DataSection, LoaderSection, TrainSection  # noqa: E402
+from workbench.techniques.prune.engine import (  # noqa: E402
     make_permanent,
     prune_structured,
     prune_unstructured,
     sparsity_rows,
     unstructured_targets,
 )
-from workbench.engine.runtimes import TorchRuntime  # noqa: E402
-from workbench.engine.train import evaluate, train  # noqa: E402
-from workbench.recipe import BatchingSection, DataSection, LoaderSection, TrainSection  # noqa: E402
 
 
 class _Quiet(Reporter):

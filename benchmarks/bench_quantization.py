@@ -39,18 +39,18 @@ from _common import (  # noqa: E402
     ratio_entry,
 )
 
-from workbench.engine.bench import fixed_threads  # noqa: E402
-from workbench.engine.data import build_loader, load_dataset  # noqa: E402
-from workbench.engine.events import CancelToken, Reporter  # noqa: E402
-from workbench.engine.export import export_onnx  # noqa: E402
-from workbench.engine.models import build_zoo_model, load_weights  # noqa: E402
-from workbench.engine.paired import Contestant, PairedTiming, choose_threads, time_paired  # noqa: E402
-from workbench.engine.pipeline import evaluate_runtime  # noqa: E402
-from workbench.engine.precision import resolve_precision  # noqa: E402
-from workbench.engine.quantize import calibration_batches, quantize_onnx  # noqa: E402
-from workbench.engine.runtimes import OrtRuntime, TorchRuntime  # noqa: E402
-from workbench.engine.train import train  # noqa: E402
+from workbench.core.data import build_loader, load_dataset  # noqa: E402
+from workbench.core.events import CancelToken, Reporter  # noqa: E402
+from workbench.core.measure.paired import Contestant, PairedTiming, choose_threads, time_paired  # noqa: E402
+from workbench.core.measure.runtimes import OrtRuntime, TorchRuntime  # noqa: E402
+from workbench.core.measure.timing import fixed_threads  # noqa: E402
+from workbench.core.models import build_zoo_model, load_weights  # noqa: E402
+from workbench.core.pipeline import evaluate_runtime  # noqa: E402
+from workbench.core.precision import resolve_precision  # noqa: E402
+from workbench.core.train import train  # noqa: E402
 from workbench.recipe import Recipe  # noqa: E402
+from workbench.techniques.export.engine import export_onnx  # noqa: E402
+from workbench.techniques.quantize.engine import calibration_batches, quantize_onnx  # noqa: E402
 
 MODELS = ("small_cnn", "transformer")
 BATCH_SIZES = (1, 64)

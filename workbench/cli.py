@@ -198,7 +198,7 @@ def print_summary(summary: Mapping[str, Any]) -> None:
     """The run's table (like with like: latency and throughput at one batch size each) and its speedup lines."""
     from rich.table import Table
 
-    from workbench.engine.comparison import compare_run_to_baseline, measured_cases, speedup_sentence
+    from workbench.core.measure.comparison import compare_run_to_baseline, measured_cases, speedup_sentence
 
     console = plain_console()
     final, baseline = summary.get("final") or {}, summary.get("baseline")
@@ -251,7 +251,7 @@ def print_summary(summary: Mapping[str, Any]) -> None:
 
 def _ratio_cell(cmp: Mapping[str, Any] | None, key: str, word: str) -> str:
     """A comparison ratio as a table cell: "5.86x faster (paired)", or why it is not comparable."""
-    from workbench.engine.comparison import format_ratio
+    from workbench.core.measure.comparison import format_ratio
 
     if not cmp:
         return ""
@@ -276,9 +276,9 @@ def _change(key: str, before: Any, after: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workbench.engine.events import CancelToken
-    from workbench.engine.pipeline import run_recipe
-    from workbench.engine.store import RunStore
+    from workbench.core.events import CancelToken
+    from workbench.core.pipeline import run_recipe
+    from workbench.core.store import RunStore
     from workbench.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
@@ -312,7 +312,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from workbench.engine.store import RunStore
+    from workbench.core.store import RunStore
 
     with RunStore() as store:
         runs = store.list_runs()
@@ -332,7 +332,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from workbench.engine.store import RunStore
+    from workbench.core.store import RunStore
 
     with RunStore() as store:
         run = store.get_run(args.run_id)
@@ -349,7 +349,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from workbench.engine.bench_model import bench_model_file
+    from workbench.core.measure.model_file import bench_model_file
 
     result = bench_model_file(Path(args.model), args.batch_sizes, runtimes=args.runtimes, input_shape=args.shape,
                               iters=args.iters, threads=args.threads)
@@ -458,7 +458,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _internal_error(exc: BaseException) -> int:
-    from workbench.engine.pipeline import log_internal_error
+    from workbench.core.pipeline import log_internal_error
 
     path = log_internal_error(exc)
     print(f"internal error: {type(exc).__name__}: {error_line(str(exc))} (full traceback in {path})",

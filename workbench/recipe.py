@@ -371,7 +371,7 @@ def dumps_recipe(recipe: Recipe) -> str:
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write atomically (temp file + rename) so a crash never leaves half a recipe."""
-    from workbench.engine.fileio import atomic_write_text
+    from workbench.core.fileio import atomic_write_text
 
     atomic_write_text(Path(path), dumps_recipe(recipe))
 

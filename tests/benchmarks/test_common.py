@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.engine.paired import (
+from workbench.core.measure.paired import (
     BatchTiming,
     ContentionMonitor,
     Contestant,

@@ -28,7 +28,7 @@ from PIL import Image
 
 from tests.hostile import evil_npy, evil_pt, evil_pt2, good_pt2, tabular_recipe_text, tiny_onnx
 from workbench.cli import MAX_ERROR_LINE, main
-from workbench.engine.store import RunStore
+from workbench.core.store import RunStore
 
 
 @dataclass

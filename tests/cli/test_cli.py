@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import tiny_recipe
 from workbench.cli import main
-from workbench.engine.store import RunStore
+from workbench.core.store import RunStore
 from workbench.recipe import save_recipe
 
 

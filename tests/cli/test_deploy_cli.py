@@ -14,7 +14,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from workbench.cli import main
-from workbench.engine.runtimes import OrtRuntime, export_onnx_for_bench
+from workbench.core.measure.runtimes import OrtRuntime, export_onnx_for_bench
 
 
 class Mystery(torch.nn.Module):

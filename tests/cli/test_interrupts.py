@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import tiny_recipe
-from workbench.engine.store import RunStore
+from workbench.core.store import RunStore
 from workbench.recipe import save_recipe
 
 

@@ -21,7 +21,7 @@ import torch
 
 from tests.hostile import evil_npy, evil_pt, evil_pt2, good_pt2, tabular_recipe_text, tiny_onnx
 from workbench.cli import main
-from workbench.engine.store import RunStore
+from workbench.core.store import RunStore
 from workbench.errors import ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +138,7 @@ def test_report_does_not_load_hostile_stored_models(files: dict[str, Path], tmp_
 
 
 def test_gui_model_panel_loader_refuses(files: dict[str, Path]) -> None:
-    from workbench.engine.events import CancelToken, Reporter
+    from workbench.core.events import CancelToken, Reporter
     from workbench.gui.panels.model import build_model_for, summary_job
     from workbench.recipe import loads_recipe
 
@@ -169,7 +169,7 @@ def test_the_crafted_files_really_run_code_when_loaded_unsafely(files: dict[str,
 # Calls that deserialize a model file; only the loaders module (the one door) may make them.
 _RAW_LOADS = {("torch", "load"), ("jit", "load"), ("export", "load"), ("onnx", "load"), ("onnx", "load_model"),
               ("pickle", "load"), ("pickle", "loads"), ("torch", "jit_load")}
-_THE_DOOR = ROOT / "workbench" / "engine" / "models" / "loaders.py"
+_THE_DOOR = ROOT / "workbench" / "core" / "models" / "loaders.py"
 
 
 def _is_in_memory_round_trip(call: ast.Call) -> bool:

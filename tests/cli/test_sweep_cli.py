@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
-from workbench.engine.store import RunStore
+from workbench.core.store import RunStore
 from workbench.recipe import Recipe, save_recipe
 
 

@@ -54,7 +54,7 @@ def test_a_failed_run_shows_as_failed_not_done(window, qtbot, monkeypatch) -> No
     """Status text, progress text and bar colour say "failed" for a failed run and a job that raises."""
     from PySide6.QtGui import QPalette
 
-    import workbench.engine.data as data
+    import workbench.core.data as data
     from workbench.gui.main_window import FAILED_COLOUR
 
     def broken(section):  # noqa: ANN001, ANN202

@@ -96,7 +96,7 @@ def test_broken_recipe_file_shows_error_and_keeps_app_usable(window, tmp_path) -
 
 
 def test_job_that_raises_shows_dialog_and_records_failed_run(window, qtbot, monkeypatch) -> None:
-    import workbench.engine.data as data
+    import workbench.core.data as data
 
     def boom(section):
         raise RuntimeError("synthetic failure for the test")

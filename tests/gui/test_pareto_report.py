@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from PySide6.QtCore import QUrl
 
-from workbench.engine.pareto import short_techniques
-from workbench.engine.report import headline
-from workbench.engine.store import RunStore
+from workbench.analysis.pareto import short_techniques
+from workbench.analysis.report import headline
+from workbench.core.store import RunStore
 from workbench.gui.runs import RunsView
 
 
@@ -168,7 +168,7 @@ def test_report_never_overwrites_without_asking(view: RunsView, runs: dict[str, 
 def test_gui_chart_and_report_ring_the_same_frontier(view: RunsView, runs: dict[str, int], store: Any,
                                                      keys: str) -> None:
     """One Pareto rule (engine.pareto): for the same selection both draw the same points and frontier."""
-    from workbench.engine.report import build_report
+    from workbench.analysis.report import build_report
 
     view.select_runs([runs[k] for k in keys])
     gui = view.pareto_values()

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QComboBox, QLineEdit, QTableView, QToolButton, QWidget
 
-from workbench.engine.store import RunStore
+from workbench.core.store import RunStore
 from workbench.gui.runs import (
     CHARTS,
     COL_STATUS,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.engine.store import RunStore
+from workbench.core.store import RunStore
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "close_during_slow_step.py"
 IGNORES_CANCEL_S = 30

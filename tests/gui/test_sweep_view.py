@@ -15,8 +15,8 @@ import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import Qt
 
-from workbench.engine.store import RunStore
-from workbench.engine.sweep import best_within_budget
+from workbench.analysis.sweep import best_within_budget
+from workbench.core.store import RunStore
 from workbench.gui.jobs import JobManager
 from workbench.gui.main_window import MainWindow
 from workbench.gui.sweep import SweepView, parse_int_list

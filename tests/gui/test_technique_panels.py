@@ -157,7 +157,7 @@ def test_prune_note_is_visible_and_says_unstructured_is_not_faster(qtbot) -> Non
 
 
 def test_quantize_panel_shows_vnni_and_int8_caveats(qtbot) -> None:
-    from workbench.engine.quantize import cpu_has_vnni
+    from workbench.techniques.quantize.engine import cpu_has_vnni
 
     panel = QuantizePanel()
     qtbot.addWidget(panel)
@@ -301,7 +301,7 @@ def dumps(recipe: Recipe) -> str:
 
 def test_sensitivity_threshold_selects_only_groups_over_it(qtbot) -> None:
     """A group whose drop is exactly the threshold (up to float rounding) is neither red nor selected."""
-    from workbench.engine.sensitivity import SensitivityResult, SensitivityRow
+    from workbench.techniques.prune.sensitivity import SensitivityResult, SensitivityRow
 
     def row(group: str, drop: float) -> SensitivityRow:
         return SensitivityRow(group, "Conv2d", 1, 8, 4, 100, 0.9 - drop / 100, drop)

@@ -46,11 +46,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from workbench.engine.budget import over_budget
-    from workbench.engine.events import CancelToken
-    from workbench.engine.sensitivity import sensitivity_for_recipe
-    from workbench.engine.store import RunStore
+    from workbench.core.budget import over_budget
+    from workbench.core.events import CancelToken
+    from workbench.core.store import RunStore
     from workbench.recipe import load_recipe
+    from workbench.techniques.prune.sensitivity import sensitivity_for_recipe
 
     recipe = load_recipe(args.recipe)
     cancel = CancelToken()

@@ -67,7 +67,7 @@ def _formats(text: str) -> list[str]:
 
 
 def _recipe_for_export(args: argparse.Namespace) -> Any:
-    from workbench.engine.store import RunStore
+    from workbench.core.store import RunStore
     from workbench.recipe import ExportSection, QuantizeSection, load_recipe, loads_recipe
 
     src = str(args.source)
@@ -109,10 +109,10 @@ def _recipe_for_export(args: argparse.Namespace) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from workbench.cli import CliReporter, print_summary
-    from workbench.engine.bundle import check_bundle_target, resolve_bundle_dir
-    from workbench.engine.events import CancelToken
-    from workbench.engine.pipeline import run_recipe
-    from workbench.engine.store import RunStore
+    from workbench.core.events import CancelToken
+    from workbench.core.pipeline import run_recipe
+    from workbench.core.store import RunStore
+    from workbench.techniques.export.bundle import check_bundle_target, resolve_bundle_dir
 
     if args.formats:
         _formats(args.formats)  # before reading anything: the error names the flag
@@ -177,12 +177,12 @@ def _configure_quantize(p: argparse.ArgumentParser) -> None:
 def _calibration_from(path: str, shape: tuple[int, ...], samples: int, batch: int) -> list[Any]:
     import numpy as np
 
-    from workbench.engine.bench_model import load_labelled_data
-    from workbench.engine.quantize import calibration_batches
+    from workbench.core.measure.model_file import load_labelled_data
+    from workbench.techniques.quantize.engine import calibration_batches
 
     p = Path(path).expanduser()
     if p.suffix.lower() == ".npy":
-        from workbench.engine.fileio import regular_file
+        from workbench.core.fileio import regular_file
 
         regular_file(p, "calibration file", "give a .npy array of model inputs, an .npz/.csv file or an image folder")
         try:
@@ -207,17 +207,17 @@ def _calibration_from(path: str, shape: tuple[int, ...], samples: int, batch: in
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from workbench.engine.bench_model import (
+    from workbench.core.fileio import atomic_write_with, check_output_file
+    from workbench.core.measure.model_file import (
         bench_model_file,
         evaluate_file,
         load_labelled_data,
         open_model_file,
     )
-    from workbench.engine.export import ort_predict_fn, parity
-    from workbench.engine.fileio import atomic_write_with, check_output_file
-    from workbench.engine.pipeline import _file_size
-    from workbench.engine.quantize import cpu_has_vnni, quantize_onnx, synthetic_batches
-    from workbench.engine.runtimes import OrtRuntime
+    from workbench.core.measure.runtimes import OrtRuntime
+    from workbench.core.pipeline import _file_size
+    from workbench.techniques.export.engine import ort_predict_fn, parity
+    from workbench.techniques.quantize.engine import cpu_has_vnni, quantize_onnx, synthetic_batches
 
     mf = open_model_file(args.model, args.shape)  # safety checks + shapes (refuses bad external data)
     if mf.kind != "onnx":

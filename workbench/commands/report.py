@@ -28,9 +28,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 def handler(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from workbench.engine.events import CancelToken
-    from workbench.engine.report import write_report
-    from workbench.engine.store import RunStore
+    from workbench.analysis.report import write_report
+    from workbench.core.events import CancelToken
+    from workbench.core.store import RunStore
 
     out = Path(args.out)
     csv_path = (args.csv or str(out.with_suffix(".csv"))) if args.csv is not None else None

@@ -36,7 +36,7 @@ def _workers(text: str) -> list[int]:
 
 
 def _precisions(text: str) -> list[str]:
-    from workbench.engine.sweep import PRECISIONS
+    from workbench.analysis.sweep import PRECISIONS
 
     values = [v.strip().lower() for v in text.split(",") if v.strip()]
     bad = [v for v in values if v not in PRECISIONS]
@@ -90,7 +90,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace, recipe: Any) -> Any:
     """The ``SweepSpec`` the command line describes (shared with tests)."""
-    from workbench.engine.sweep import SweepSpec
+    from workbench.analysis.sweep import SweepSpec
 
     caches = {"both": [False, True], "on": [True], "off": [False]}[args.cache]
     sizes = [] if args.skip_batch else (args.batch_sizes or list(recipe.bench.batch_sizes))
@@ -103,9 +103,9 @@ def spec_from_args(args: argparse.Namespace, recipe: Any) -> Any:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from workbench.engine.events import CancelToken
-    from workbench.engine.store import RunStore
-    from workbench.engine.sweep import run_sweep
+    from workbench.analysis.sweep import run_sweep
+    from workbench.core.events import CancelToken
+    from workbench.core.store import RunStore
     from workbench.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)

@@ -24,7 +24,7 @@ from typing import IO, Any
 from PySide6.QtCore import QCoreApplication, QEventLoop, Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
-from workbench.engine.paths import workbench_home
+from workbench.core.paths import workbench_home
 
 _CRASH_FILE: IO[str] | None = None  # kept open: faulthandler writes into it when the process dies
 
@@ -122,7 +122,7 @@ def install_excepthook(window_getter: Callable[[], Any]) -> Callable[..., None]:
         if issubclass(exc_type, KeyboardInterrupt):
             QCoreApplication.quit()
             return
-        from workbench.engine.pipeline import log_internal_error
+        from workbench.core.pipeline import log_internal_error
 
         err = exc if exc.__traceback__ is not None else exc.with_traceback(tb)
         path = log_internal_error(err)

@@ -34,7 +34,7 @@ from typing import Any
 
 from PySide6.QtCore import QDeadlineTimer, QObject, Qt, QThread, QTimer, Signal, Slot
 
-from workbench.engine.events import CancelToken, Reporter
+from workbench.core.events import CancelToken, Reporter
 from workbench.errors import Cancelled
 
 #: Seconds between two batched ``metrics`` (and ``progressed``) signals of one job.

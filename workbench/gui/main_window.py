@@ -46,8 +46,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.engine.paths import workbench_home
-from workbench.engine.store import RunStore
+from workbench.core.paths import workbench_home
+from workbench.core.store import RunStore
 from workbench.errors import RecipeError
 from workbench.gui.jobs import EtaEstimator, Job, JobManager, format_eta
 from workbench.gui.panels import FieldErrors, RecipePanel, panel_classes
@@ -275,7 +275,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
         self.resizeDocks([self.log_dock], [150], Qt.Orientation.Vertical)
         # -- status bar --------------------------------------------------------------------------------
-        from workbench.engine.telemetry import device_description
+        from workbench.core.telemetry import device_description
 
         self.device_label = QLabel(f"Device: {device_description()}")
         self.device_label.setObjectName("deviceLabel")
@@ -673,7 +673,7 @@ class MainWindow(QMainWindow):
         store = self.store
 
         def run(reporter: Any, cancel: Any) -> Any:
-            from workbench.engine.pipeline import run_recipe
+            from workbench.core.pipeline import run_recipe
 
             return run_recipe(recipe, store=store, reporter=reporter, cancel=cancel, benchmark_only=benchmark_only)
 

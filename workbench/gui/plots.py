@@ -269,7 +269,7 @@ class LivePlot(QWidget):
 
 def has_nvidia_gpu() -> bool:
     """True when NVML sees at least one NVIDIA GPU (cheap; used once at start-up)."""
-    from workbench.engine.telemetry import load_nvml
+    from workbench.core.telemetry import load_nvml
 
     nvml = load_nvml()
     if nvml is None:

@@ -66,16 +66,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.engine.comparison import (
+from workbench.analysis.pareto import model_points, pareto_front
+from workbench.core.fileio import atomic_write_bytes, atomic_write_text
+from workbench.core.measure.comparison import (
     SEQUENTIAL_CAVEAT,
     UNPAIRED_CAVEAT,
     compare_measurements,
     compare_run_to_baseline,
     speedup_sentence,
 )
-from workbench.engine.fileio import atomic_write_bytes, atomic_write_text
-from workbench.engine.pareto import model_points, pareto_front
-from workbench.engine.store import RunRecord, RunStore
+from workbench.core.store import RunRecord, RunStore
 from workbench.gui.jobs import Job, JobManager
 
 EMPTY_MESSAGE = "No runs yet: press Run to record one."
@@ -1233,7 +1233,7 @@ class RunsView(QWidget):
         store, ids = self.store, list(run_ids)
 
         def work(reporter: Any, cancel: Any) -> Any:
-            from workbench.engine.report import write_report
+            from workbench.analysis.report import write_report
 
             return write_report(store, ids, out, csv_path=csv_path, json_path=json_path, predictions=predictions,
                                 reporter=reporter, cancel=cancel, overwrite=True)  # the user was asked

@@ -42,8 +42,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.engine.store import RunStore
-from workbench.engine.sweep import LoaderConfig, SweepSpec, best_within_budget
+from workbench.analysis.sweep import LoaderConfig, SweepSpec, best_within_budget
+from workbench.core.store import RunStore
 from workbench.errors import WorkbenchError
 from workbench.gui.jobs import Job, JobManager, MetricEvent
 from workbench.gui.plots import LivePlot, RingBuffer, Series
@@ -579,7 +579,7 @@ class SweepView(QWidget):
         store = self.store
 
         def work(reporter: Any, cancel: Any) -> Any:
-            from workbench.engine.sweep import run_sweep
+            from workbench.analysis.sweep import run_sweep
 
             return run_sweep(recipe, spec, store=store, reporter=reporter, cancel=cancel)
 

@@ -20,7 +20,7 @@ def cuda_available() -> bool:
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    from workbench.engine.precision import bf16_supported_on_cpu
+    from workbench.core.precision import bf16_supported_on_cpu
 
     return bf16_supported_on_cpu()
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from workbench.engine.batching import MaxBatchResult
-from workbench.engine.events import CancelToken, Reporter
+from workbench.core.batching import MaxBatchResult
+from workbench.core.events import CancelToken, Reporter
 from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel
 from workbench.gui.widgets import human_bytes
@@ -22,8 +22,8 @@ def max_batch_job(recipe: Recipe) -> Any:
     """A job function: build the recipe's model for its data shape and search the largest batch."""
 
     def run(reporter: Reporter, cancel: CancelToken) -> MaxBatchResult:
-        from workbench.engine.batching import find_max_batch
-        from workbench.engine.precision import prepare_module, resolve_precision
+        from workbench.core.batching import find_max_batch
+        from workbench.core.precision import prepare_module, resolve_precision
         from workbench.gui.panels.model import build_model_for
 
         loaded, shape, _classes = build_model_for(recipe, cancel)

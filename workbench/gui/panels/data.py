@@ -13,7 +13,7 @@ from typing import Any
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QLabel
 
-from workbench.engine.events import CancelToken, Reporter
+from workbench.core.events import CancelToken, Reporter
 from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel, parse_int_list
 from workbench.gui.widgets import ThumbnailStrip
@@ -30,7 +30,7 @@ def previews_job(section: DataSection) -> Any:
     """A job function returning (previews, description) for the data section."""
 
     def run(reporter: Reporter, cancel: CancelToken) -> tuple[list[tuple[Any, str]], str]:
-        from workbench.engine.data import load_dataset, sample_previews
+        from workbench.core.data import load_dataset, sample_previews
 
         reporter.progress(0, None, "reading data")
         bundle = load_dataset(section)

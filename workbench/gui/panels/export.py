@@ -13,10 +13,10 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QMessageBox, QWidget
 
-from workbench.engine.bundle import resolve_bundle_dir
 from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel, literal_choices
 from workbench.recipe import ExportSection, Recipe
+from workbench.techniques.export.bundle import resolve_bundle_dir
 
 FORMAT_TIPS = {
     "onnx": "ONNX: runs in onnxruntime, TensorRT, OpenVINO and most serving stacks; the bundle's model.onnx. "

@@ -16,8 +16,8 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableWidget, QTableWidgetItem
 
-from workbench.engine.events import CancelToken, Reporter
-from workbench.engine.models import ZOO
+from workbench.core.events import CancelToken, Reporter
+from workbench.core.models import ZOO
 from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel
 from workbench.gui.widgets import human_bytes, human_count
@@ -40,7 +40,7 @@ SUMMARY_DEBOUNCE_MS = 400
 def data_input_of(data: DataSection) -> tuple[tuple[int, ...], int] | None:
     """Input shape and class count known without reading the data (default/synthetic sources)."""
     if data.source == "default":
-        from workbench.engine.data import DEFAULT_CLASS_NAMES
+        from workbench.core.data import DEFAULT_CLASS_NAMES
 
         return (3, data.image_size, data.image_size), len(DEFAULT_CLASS_NAMES)
     if data.source == "synthetic":
@@ -50,11 +50,11 @@ def data_input_of(data: DataSection) -> tuple[tuple[int, ...], int] | None:
 
 def build_model_for(recipe: Recipe, cancel: CancelToken | None = None) -> tuple[Any, tuple[int, ...], int]:
     """Load the recipe's model for its data's input shape (reads the data only when it must)."""
-    from workbench.engine.models import check_model_data_compat, load_model
+    from workbench.core.models import check_model_data_compat, load_model
 
     known = data_input_of(recipe.data)
     if known is None:
-        from workbench.engine.data import load_dataset
+        from workbench.core.data import load_dataset
 
         bundle = load_dataset(recipe.data)
         known = (tuple(bundle.input_shape), bundle.num_classes)
@@ -70,7 +70,7 @@ def summary_job(recipe: Recipe) -> Any:
     """A job function returning (ModelSummary, description, input shape)."""
 
     def run(reporter: Reporter, cancel: CancelToken) -> tuple[Any, str, tuple[int, ...]]:
-        from workbench.engine.models import summarize, summarize_onnx
+        from workbench.core.models import summarize, summarize_onnx
 
         reporter.progress(0, None, "building model")
         loaded, shape, _classes = build_model_for(recipe, cancel)

@@ -6,7 +6,7 @@ and files keep their size), while structured pruning removes whole channels and 
 faster dense model. A visible note says so, and after a run the prune stage's measured latency
 is shown here as the proof.
 
-"Analyse sensitivity" runs ``workbench.engine.sensitivity.sensitivity_for_recipe`` as a job on the
+"Analyse sensitivity" runs ``workbench.techniques.prune.sensitivity.sensitivity_for_recipe`` as a job on the
 current recipe (never on the GUI thread; the Stop buttons cancel it at the next batch). The result
 is a bar chart of the accuracy drop when each layer group is pruned alone, plus a table; the user
 selects the groups that hurt most and "Exclude selected" adds them to ``skip_layers``. Nothing is
@@ -37,8 +37,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.engine.budget import over_budget
-from workbench.engine.events import CancelToken, Reporter
+from workbench.core.budget import over_budget
+from workbench.core.events import CancelToken, Reporter
 from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel
 from workbench.recipe import PruneSection, Recipe
@@ -77,7 +77,7 @@ def sensitivity_job(recipe: Recipe, store: Any = None) -> Callable[[Reporter, Ca
     """
 
     def run(reporter: Reporter, cancel: CancelToken) -> Any:
-        from workbench.engine.sensitivity import sensitivity_for_recipe
+        from workbench.techniques.prune.sensitivity import sensitivity_for_recipe
 
         return sensitivity_for_recipe(recipe, store=store, reporter=reporter, cancel=cancel)
 

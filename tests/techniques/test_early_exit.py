@@ -1,0 +1,111 @@
+"""Early exits: backbone cuts, heads, dynamic inference, threshold choice under an accuracy budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.core.models import build_zoo_model
+from workbench.errors import RecipeError
+from workbench.techniques.early_exit.engine import (
+    DEFAULT_EXITS,
+    EarlyExitModel,
+    ExitProfile,
+    choose_threshold,
+    confidence,
+    exit_costs,
+    exit_loss,
+)
+
+SHAPE = (3, 32, 32)
+
+
+@pytest.mark.parametrize("name", ["resnet", "small_cnn", "mobilenet", "mlp", "transformer"])
+def test_segments_compute_exactly_the_full_model(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_zoo_model(name, 10, SHAPE).eval()
+    ee = EarlyExitModel.build(model, DEFAULT_EXITS[name], SHAPE, 10).eval()
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.allclose(ee(x), ref, atol=1e-5)
+        logits, exits = ee.infer(x, threshold=1.01)  # nobody is that sure: everyone runs to the end
+        assert torch.allclose(logits, ref, atol=1e-5) and exits.tolist() == [ee.num_exits - 1] * 4
+        _, exits = ee.infer(x, threshold=0.0)  # everyone leaves at the first head
+        assert exits.tolist() == [0] * 4
+    ee.train()
+    outs = ee(x)
+    assert isinstance(outs, list) and len(outs) == len(DEFAULT_EXITS[name]) + 1
+
+
+def test_a_mixed_batch_drops_exited_samples_and_keeps_the_rest_exact() -> None:
+    torch.manual_seed(0)
+    model = build_zoo_model("resnet", 10, SHAPE).eval()
+    ee = EarlyExitModel.build(model, DEFAULT_EXITS["resnet"], SHAPE, 10).eval()
+    x = torch.randn(16, *SHAPE)
+    with torch.no_grad():
+        ee.all_exits = True
+        per_exit = ee(x)
+        ee.all_exits = False
+        conf0 = confidence(per_exit[0], "max_prob")
+        t = float(conf0.median())
+        logits, exits = ee.infer(x, threshold=t)
+    leave_first = conf0 >= t
+    assert leave_first.any() and (~leave_first).any()
+    assert torch.equal(exits[leave_first], torch.zeros(int(leave_first.sum()), dtype=torch.long))
+    assert torch.allclose(logits[leave_first], per_exit[0][leave_first], atol=1e-5)
+    stayed = exits == ee.num_exits - 1
+    assert torch.allclose(logits[stayed], per_exit[-1][stayed], atol=1e-4)
+
+
+def test_bad_exit_points_are_one_line_recipe_errors() -> None:
+    model = build_zoo_model("resnet", 10, SHAPE)
+    with pytest.raises(RecipeError, match="'stages.9' is not called"):
+        EarlyExitModel.build(model, ["stages.9"], SHAPE, 10)
+    with pytest.raises(RecipeError, match="in the order the forward calls them"):
+        EarlyExitModel.build(model, ["stages.1", "stages.0"], SHAPE, 10)
+    # Inside a residual block the block's input still flows past (the shortcut): not a clean cut.
+    with pytest.raises(RecipeError, match="one tensor is passed on"):
+        EarlyExitModel.build(model, ["stages.0.0.conv1"], SHAPE, 10)
+
+
+def test_confidence_rules() -> None:
+    sure = torch.tensor([[10.0, 0.0, 0.0]])
+    flat = torch.zeros(1, 3)
+    assert confidence(sure, "max_prob") > 0.99 and confidence(flat, "max_prob") == pytest.approx(1 / 3)
+    assert confidence(sure, "entropy") > 0.99 and confidence(flat, "entropy") == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(RecipeError):
+        confidence(sure, "vibes")
+
+
+def test_threshold_is_the_cheapest_within_the_budget() -> None:
+    # 10 samples, 3 exits. Exit 0 is right on samples 0-5, exit 1 on 0-7, the full model on 0-8.
+    conf = np.array([[0.95] * 5 + [0.6] * 5, [0.99] * 8 + [0.7] * 2, [1.0] * 10])
+    correct = np.array([[1] * 6 + [0] * 4, [1] * 8 + [0] * 2, [1] * 9 + [0]], dtype=bool)
+    profile = ExitProfile(conf, correct, exit_macs=[10, 20, 40])
+    assert profile.full_accuracy == pytest.approx(0.9)
+    none = profile.simulate(1.01)
+    assert none["exit_shares"] == [0.0, 0.0, 1.0] and none["mean_macs"] == 40
+    mid = profile.simulate(0.9)  # samples 0-4 leave at exit 0, 5-7 at exit 1, 8-9 run to the end
+    assert mid["exit_shares"] == pytest.approx([0.5, 0.3, 0.2]) and mid["accuracy"] == pytest.approx(0.9)
+    assert mid["mean_macs"] == pytest.approx(0.5 * 10 + 0.3 * 20 + 0.2 * 40)
+    best = choose_threshold(profile, max_drop_points=0.0)
+    assert best["accuracy"] >= 0.9 and best["mean_macs"] == pytest.approx(19.0)
+    loose = choose_threshold(profile, max_drop_points=30.0)  # everyone at exit 0 costs 30 points: allowed
+    assert loose["mean_macs"] == 10 and loose["accuracy"] == pytest.approx(0.6)
+    exactly = choose_threshold(profile, max_drop_points=(0.9 - 0.6) * 100)  # 30.000000000000004 drop
+    assert exactly["mean_macs"] == 10
+
+
+def test_exit_costs_grow_along_the_network_and_the_joint_loss_weights_exits() -> None:
+    model = build_zoo_model("resnet", 10, SHAPE)
+    ee = EarlyExitModel.build(model, DEFAULT_EXITS["resnet"], SHAPE, 10)
+    costs = exit_costs(ee, SHAPE)
+    assert costs.exit_macs == sorted(costs.exit_macs) and costs.exit_macs[0] < costs.exit_macs[-1] / 2
+    outs = [torch.randn(4, 10, requires_grad=True) for _ in range(3)]
+    y = torch.tensor([0, 1, 2, 3])
+    only_last = exit_loss([0.0, 0.0, 1.0])(outs, y, torch.empty(0))
+    assert only_last.item() == pytest.approx(torch.nn.functional.cross_entropy(outs[2], y).item())
+    with pytest.raises(ValueError):
+        exit_loss([1.0, 1.0])(outs, y, torch.empty(0))

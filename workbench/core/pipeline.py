@@ -1,0 +1,622 @@
+"""Runs a recipe: load → (max batch) → train → measure baseline → optimization stages → measure final.
+
+The CLI and the GUI both call ``run_recipe``; the only difference is the reporter they pass.
+Optimization techniques plug in as ``Stage`` entries in ``OPTIMIZATION_STAGES`` (one engine module
+each: prune, distill, quantize, export). A stage receives the ``RunContext``, replaces
+``ctx.module`` (or sets ``ctx.onnx_path``) with its result and returns its own before/after figures.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workbench import __version__
+from workbench.core.events import CancelToken, MultiReporter, Reporter, relay_warnings
+from workbench.core.measure.paired import (
+    ContentionMonitor,
+    Contestant,
+    ThreadChoice,
+    choose_threads,
+    time_paired,
+)
+from workbench.core.paths import artifacts_dir, workbench_home
+from workbench.core.precision import PrecisionPlan, prepare_module, resolve_precision, unwrap
+from workbench.core.store import RunStore, StoreReporter
+from workbench.core.telemetry import device_description
+from workbench.errors import Cancelled, ModelLoadError, RecipeError, WorkbenchError, short
+from workbench.recipe import Recipe, check_device_support, dumps_recipe
+
+#: The keys every measured model reports (CLI `--json`, runs table, comparisons).
+METRIC_KEYS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "throughput", "params", "size_bytes",
+               "train_samples_per_s")
+
+
+@dataclass
+class Checkpoint:
+    """A model kept for the paired before/after timing at the end of a run."""
+
+    step: str
+    label: str
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+    precision_plan: bool = True
+
+    @property
+    def runtime_kind(self) -> str:
+        return "onnxruntime" if self.onnx_path is not None else "torch"
+
+
+@dataclass
+class RunContext:
+    """Everything a stage may read or replace while a recipe runs."""
+
+    recipe: Recipe
+    store: RunStore
+    run_id: int
+    reporter: Reporter
+    cancel: CancelToken
+    plan: PrecisionPlan
+    data: Any = None  # DatasetBundle
+    loaded: Any = None  # LoadedModel
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+    train_result: Any = None
+    train_loader: Any = None
+    val_loader: Any = None  # choose on this (accuracy budgets, per-epoch curves) ...
+    eval_loader: Any = None  # ... and report on this
+    baseline: dict[str, Any] | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    #: The intra-op thread count of this run (chosen once, so every timing uses the same one).
+    threads: ThreadChoice | None = None
+    #: The models a paired timing compares at the end: the baseline, then each stage's result.
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+    @property
+    def artifacts(self) -> Path:
+        return artifacts_dir(self.run_id)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.input_shape)
+
+    def measure(self, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,
+                train_samples_per_s: float | None = None) -> dict[str, Any]:
+        """Accuracy on the eval split plus honest latency/throughput for a torch module or an ONNX file."""
+        return measure_model(self, label, module=module, onnx_path=onnx_path,
+                             train_samples_per_s=train_samples_per_s)
+
+    @property
+    def thread_count(self) -> int:
+        """Threads for torch and onnxruntime timings in this run (0 = leave each runtime's default)."""
+        return self.threads.threads if self.threads is not None else self.recipe.bench.threads
+
+    def add_checkpoint(self, step: str, label: str, *, module: nn.Module | None = None,
+                       onnx_path: Path | None = None, precision_plan: bool = True) -> None:
+        """Record a model the paired timing at the end compares (the baseline first, then each step's result).
+
+        ``step`` names what produced it ("baseline", "prune", "runtime switch", "quantize", ...), ``label``
+        what it is ("torch eager fp32", "onnxruntime static INT8"). ``precision_plan`` = False times a
+        torch module without the run's autocast/channels_last (e.g. a quantized module).
+        """
+        if (module is None) == (onnx_path is None):
+            raise ValueError("a checkpoint is either a torch module or an ONNX file")
+        self.checkpoints.append(Checkpoint(step, label, module, onnx_path, precision_plan))
+
+    @property
+    def last_checkpoint(self) -> Checkpoint | None:
+        return self.checkpoints[-1] if self.checkpoints else None
+
+    def save_weights(self, module: nn.Module, name: str = "weights") -> Path:
+        from workbench.core.models import save_weights
+
+        path = self.artifacts / f"{name}.safetensors"
+        label = (self.summary.get("model") or {}).get("name") or self.recipe.model.label
+        save_weights(unwrap(module), path, model_name=label)
+        self.store.add_artifact(self.run_id, "weights", path, {"name": name, "model": label})
+        return path
+
+
+@dataclass
+class Stage:
+    """One optimization step. ``run(ctx)`` returns a dict with at least ``name``, ``before`` and ``after``."""
+
+    name: str
+    applies: Callable[[Recipe], bool]
+    run: Callable[[RunContext], dict[str, Any]]
+    #: The stage trains the model itself (distillation: the student learns from a teacher), so the
+    #: pipeline skips its own [train] step and baseline measurement; the stage sets ``ctx.baseline``.
+    owns_training: bool = False
+    #: Where the stage runs in a chain; lower first. Import order of technique modules does not matter.
+    order: int = 50
+
+
+#: Filled by technique modules; kept sorted by ``Stage.order`` (prune 10 → distill 20 → quantize 30 → export 40).
+OPTIMIZATION_STAGES: list[Stage] = []
+
+
+def register_stage(stage: Stage) -> Stage:
+    """Add (or replace, on re-import) a technique stage, keeping the chain in ``order``."""
+    OPTIMIZATION_STAGES[:] = [s for s in OPTIMIZATION_STAGES if s.name != stage.name]
+    OPTIMIZATION_STAGES.append(stage)
+    OPTIMIZATION_STAGES.sort(key=lambda s: s.order)
+    return stage
+
+
+def _load_stage_modules() -> None:
+    """Import technique modules so they register their stages (kept lazy: they import heavy deps)."""
+    import importlib
+
+    for name in ("prune", "distill", "quantize", "export"):
+        try:
+            importlib.import_module(f"workbench.techniques.{name}.engine")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"workbench.techniques.{name}.engine":
+                raise
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str
+    summary: dict[str, Any]
+    error: str = ""
+    exception: BaseException | None = None
+    traceback_path: Path | None = None
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    store: RunStore | None = None,
+    reporter: Reporter | None = None,
+    cancel: CancelToken | None = None,
+    benchmark_only: bool = False,
+) -> RunOutcome:
+    """Run a whole recipe and record it. Never raises for run failures: the outcome says what happened."""
+    store = store or RunStore()
+    cancel = cancel or CancelToken()
+    outer = reporter or Reporter()
+    check_device_support(recipe, torch.cuda.is_available())  # before anything is recorded
+    _load_stage_modules()
+    run_id = store.create_run(recipe.name, dumps_recipe(recipe), _model_label(recipe), recipe.techniques)
+    rep = MultiReporter([StoreReporter(store, run_id), outer])
+    run_started = getattr(outer, "run_started", None)
+    if callable(run_started):
+        run_started(run_id, recipe.name)
+    summary: dict[str, Any] = {"run_id": run_id, "name": recipe.name, "techniques": recipe.techniques,
+                               "environment": environment()}
+    sampler = None
+    threads_before = torch.get_num_threads()  # process-wide: restored below so later jobs do not inherit it
+    try:
+        with relay_warnings(rep):
+            plan = resolve_precision(recipe.precision)
+            # Chosen once for the whole run (training and every timing), and recorded: a thread count
+            # above the free cores turns intra-op barriers into waits on a busy machine.
+            threads = choose_threads(recipe.bench.threads)
+            torch.set_num_threads(threads.threads)
+            summary["environment"]["threads"] = threads.to_dict()
+            rep.log(f"threads: {threads.reason}")
+            ctx = RunContext(recipe, store, run_id, rep, cancel, plan, summary=summary, threads=threads)
+            sampler = _start_telemetry(recipe, rep)
+            summary["environment"]["device"] = device_description()
+            _run_stages(ctx, benchmark_only)
+        summary["status"] = "completed"
+        store.finish_run(run_id, "completed", summary)
+        return RunOutcome(run_id, "completed", summary)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return record_process_exit(store, run_id, summary, rep, exc)
+    except Exception as exc:
+        return record_unfinished_run(store, run_id, summary, rep, exc)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)  # a run's choice must not leak into later jobs
+
+
+def record_process_exit(store: RunStore, run_id: int, summary: dict[str, Any], rep: Reporter,
+                        exc: KeyboardInterrupt | SystemExit) -> RunOutcome:
+    """Ctrl-C (KeyboardInterrupt) is recorded as ``cancelled`` and re-raised so the CLI exits 130;
+    ``sys.exit()`` called by user model code mid-run is a failed run with one line, not a dead process."""
+    if isinstance(exc, KeyboardInterrupt):
+        record_unfinished_run(store, run_id, summary, rep, Cancelled())
+        raise exc
+    code = f"sys.exit({exc.code!r})" if exc.code is not None else "sys.exit()"
+    return record_unfinished_run(store, run_id, summary, rep, WorkbenchError(
+        f"model code called {short(code)} during the run; remove that call from the model file"))
+
+
+def record_unfinished_run(store: RunStore, run_id: int, summary: dict[str, Any], rep: Reporter,
+                          exc: Exception) -> RunOutcome:
+    """Record a run that did not complete: cancelled, a user error (one line), or an internal error.
+
+    An internal error keeps its full traceback in the error log and gives the user one line saying where.
+    """
+    traceback_path = None
+    if isinstance(exc, Cancelled):
+        status, message, level = "cancelled", "cancelled by user", "warning"
+    elif isinstance(exc, WorkbenchError | FloatingPointError):
+        status, level = "failed", "error"
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        traceback_path = log_internal_error(exc)
+        status, level = "failed", "error"
+        message = f"internal error: {type(exc).__name__}: {exc} (full traceback in {traceback_path})"
+    summary["status"] = status
+    store.finish_run(run_id, status, summary, message)
+    rep.log(message, level)
+    return RunOutcome(run_id, status, summary, message, None if status == "cancelled" else exc, traceback_path)
+
+
+def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
+    recipe, rep = ctx.recipe, ctx.reporter
+    if recipe.export is not None and recipe.export.bundle_dir and not benchmark_only:
+        from workbench.techniques.export.bundle import check_bundle_target, resolve_bundle_dir
+
+        check_bundle_target(resolve_bundle_dir(recipe.export.bundle_dir), recipe.export.force)  # before any work
+    _stage_load(ctx)
+    if recipe.batching.find_max_batch and ctx.module is not None:
+        from workbench.core.batching import find_max_batch
+
+        res = find_max_batch(ctx.module, ctx.input_shape, ctx.plan,
+                             budget_bytes=int(recipe.batching.memory_budget_gb * 2**30),
+                             safety_margin=recipe.batching.safety_margin, start=2, reporter=rep,
+                             cancel=ctx.cancel)  # start at 2: BatchNorm cannot train on one sample
+        ctx.summary["max_batch"] = res.to_dict()
+        if res.max_batch == 0:  # training would only die later with an allocation error
+            raise WorkbenchError(
+                f"batching.find_max_batch: even a training batch of 2 does not fit in the "
+                f"{res.budget_bytes / 2**30:.2f} GiB memory budget (batching.memory_budget_gb = "
+                f"{recipe.batching.memory_budget_gb:g}, 0 = half the free memory); raise the budget, or make the "
+                "model (model.width) or the inputs (data.image_size) smaller")
+    stages = [] if benchmark_only else [s for s in OPTIMIZATION_STAGES if s.applies(recipe)]
+    owned = any(s.owns_training for s in stages)
+    if recipe.train.epochs > 0 and not benchmark_only and not owned:
+        _stage_train(ctx)
+    train_sps = ctx.train_result.train_samples_per_s if ctx.train_result else None
+    if ctx.baseline is None and not owned:
+        ctx.baseline = ctx.measure("baseline", module=ctx.module, onnx_path=ctx.onnx_path,
+                                   train_samples_per_s=train_sps)
+        if ctx.module is not None:
+            ctx.add_checkpoint("baseline", f"torch eager {ctx.plan.label}", module=ctx.module)
+        elif ctx.onnx_path is not None:
+            ctx.add_checkpoint("baseline", "onnxruntime", onnx_path=ctx.onnx_path)
+    ctx.store.update_summary(ctx.run_id, {**ctx.summary, "baseline": ctx.baseline})
+    for stage in stages:
+        ctx.cancel.raise_if_cancelled()
+        rep.stage_started(stage.name)
+        record = stage.run(ctx)
+        record.setdefault("name", stage.name)
+        ctx.stages.append(record)
+        ctx.summary["stages"] = ctx.stages
+        ctx.store.update_summary(ctx.run_id, ctx.summary)
+        rep.stage_finished(stage.name, record)
+    if stages:
+        final = ctx.stages[-1].get("after") or ctx.measure("final", module=ctx.module, onnx_path=ctx.onnx_path)
+        ctx.summary["baseline"] = ctx.baseline
+        ctx.summary["final"] = final
+    else:
+        ctx.summary["final"] = ctx.baseline
+    ctx.summary["stages"] = ctx.stages
+    if ctx.module is not None and ctx.loaded.kind != "onnx" and not benchmark_only:
+        ctx.save_weights(ctx.module)
+    if stages:
+        speedup = paired_speedup(ctx)
+        if speedup is not None:
+            ctx.summary["speedup"] = speedup
+
+
+def _stage_load(ctx: RunContext) -> None:
+    from workbench.core.data import load_dataset
+    from workbench.core.models import (
+        check_model_data_compat,
+        load_model,
+        summarize,
+        summarize_onnx,
+    )
+
+    recipe, rep = ctx.recipe, ctx.reporter
+    rep.stage_started("load")
+    rep.progress(0, None, "loading data")
+    ctx.data = load_dataset(recipe.data)
+    rep.log(f"data: {ctx.data.source_desc}: {len(ctx.data.train)} train / {len(ctx.data.val)} val / "
+            f"{len(ctx.data.eval)} eval samples, "
+            f"{ctx.data.num_classes} classes, input {list(ctx.data.input_shape)}")
+    ctx.cancel.raise_if_cancelled()
+    rep.progress(0, None, "loading model")
+    torch.manual_seed(recipe.train.seed)  # the initial weights are part of a reproducible run
+    ctx.loaded = load_model(recipe.model, ctx.data.num_classes, ctx.input_shape)
+    if recipe.model.weights.startswith("run:"):
+        from workbench.techniques.prune.engine import (
+            load_pruned_weights,  # a run's weights may be structurally pruned
+        )
+
+        resized = load_pruned_weights(ctx.loaded.module, weights_of_run(ctx.store, recipe.model.weights))
+        if resized:
+            rep.log(f"weights of {recipe.model.weights} are pruned: resized {len(resized)} layers to match")
+    check_model_data_compat(ctx.loaded, ctx.data.num_classes, ctx.input_shape)
+    if ctx.loaded.kind == "onnx":
+        ctx.onnx_path = ctx.loaded.onnx_path
+        model_summary = summarize_onnx(ctx.onnx_path)
+    else:
+        model_summary = summarize(ctx.loaded.module, ctx.input_shape)
+        ctx.module = prepare_module(ctx.loaded.module, ctx.plan)
+    ctx.summary["model"] = model_summary.to_dict()
+    ctx.summary["model"]["name"] = model_name(recipe, ctx.loaded)
+    ctx.summary["data"] = {"source": recipe.data.source, "description": ctx.data.source_desc,
+                           "num_classes": ctx.data.num_classes, "input_shape": list(ctx.input_shape),
+                           "train_samples": len(ctx.data.train), "val_samples": len(ctx.data.val),
+                           "eval_samples": len(ctx.data.eval),
+                           "kind": ctx.data.kind}
+    ctx.summary["precision"] = ctx.plan.label
+    rep.log(f"model: {ctx.loaded.description or recipe.model.zoo}: {model_summary.params:,} params, "
+            f"{(model_summary.macs or 0) / 1e6:.1f} M MACs, {model_summary.size_bytes / 1e6:.2f} MB")
+    ctx.val_loader = _loader(ctx, train=False, dataset=ctx.data.val)
+    ctx.eval_loader = _loader(ctx, train=False)
+    rep.stage_finished("load", {"model": ctx.summary["model"]["params"]})
+
+
+def _loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:
+    """The train loader, or an inference loader over ``dataset`` (default: the eval split)."""
+    from workbench.core.data import build_loader
+
+    b = ctx.recipe.batching
+    if dataset is None:
+        dataset = ctx.data.train if train else ctx.data.eval
+    size = b.batch_size if train else b.eval_batch_size
+    return build_loader(dataset, size, ctx.recipe.loader, train=train, seed=ctx.recipe.train.seed)
+
+
+def _stage_train(ctx: RunContext) -> None:
+    from workbench.core.train import train
+
+    if ctx.module is None or not ctx.loaded.trainable:
+        raise RecipeError(f"model.source = {ctx.recipe.model.source!r} cannot be trained here; "
+                          "set train.epochs = 0 to evaluate and benchmark it")
+    if ctx.train_loader is None:
+        ctx.train_loader = _loader(ctx, train=True)
+    if len(ctx.train_loader) == 0:
+        raise RecipeError(f"batching.batch_size = {ctx.recipe.batching.batch_size} is larger than the "
+                          f"{len(ctx.data.train)} training samples with loader.drop_last = true; lower it")
+    ctx.train_result = train(ctx.module, ctx.train_loader, ctx.val_loader, ctx.recipe.train, ctx.recipe.batching,
+                             ctx.plan, ctx.reporter, ctx.cancel)
+    ctx.summary["train"] = ctx.train_result.to_dict()
+    from workbench.core.diagnose import loader_verdict
+
+    verdict = loader_verdict(ctx.train_result.data_wait_s, ctx.train_result.compute_s, ctx.recipe)
+    ctx.summary["loader_verdict"] = verdict.to_dict()
+    ctx.reporter.log(verdict.message)
+
+
+def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,
+                  train_samples_per_s: float | None = None) -> dict[str, Any]:
+    """The standard figures for one model: eval accuracy, latency p50/p95, throughput, params, size."""
+    from workbench.core.measure.runtimes import OrtRuntime, TorchRuntime, bench_runtime, export_onnx_for_bench
+    from workbench.core.measure.timing import bench_torch
+
+    recipe, rep = ctx.recipe, ctx.reporter
+    bench = recipe.bench
+    stage = f"measure:{label}"
+    rep.stage_started(stage)
+    out: dict[str, Any] = {"label": label}
+    threads = ctx.thread_count
+    timing = dict(warmup=bench.warmup, iters=bench.iters, min_time_s=bench.min_time_s, max_time_s=bench.max_time_s,
+                  cancel=ctx.cancel, threads=threads)
+    monitor = ContentionMonitor()
+    if module is None:
+        assert onnx_path is not None, "measure needs a torch module or an ONNX file"
+        runtime = OrtRuntime(onnx_path, threads=threads)
+        try:
+            out["accuracy"] = evaluate_runtime(runtime, ctx.eval_loader, ctx.cancel)
+            with monitor:
+                stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, **timing) if bench.enabled else []
+        finally:
+            runtime.close()
+        from workbench.core.models import summarize_onnx
+
+        s = summarize_onnx(onnx_path)
+        out.update(params=s.params, size_bytes=_file_size(onnx_path), runtime="onnxruntime")
+    else:
+        from workbench.core.models import summarize
+        from workbench.core.train import evaluate
+
+        out["accuracy"] = evaluate(module, ctx.eval_loader, ctx.plan, ctx.cancel)["accuracy"]
+        stats = []
+        if bench.enabled:
+            with monitor:
+                stats = bench_torch(module, ctx.input_shape, bench.batch_sizes, device=str(ctx.plan.device),
+                                    autocast=ctx.plan.autocast_dtype, channels_last=ctx.plan.channels_last,
+                                    reporter=rep, **timing)
+        s = summarize(unwrap(module), ctx.input_shape)
+        out.update(params=s.params, size_bytes=s.size_bytes, macs=s.macs, runtime=f"torch {ctx.plan.label}")
+        # Other runtimes side by side, so the user sees which wins on this machine.
+        extra = [r for r in bench.runtimes if r != "eager"] if bench.enabled else []
+        if extra:
+            out["runtimes"] = {"eager": [st.to_dict() for st in stats]}
+        for name in extra:
+            ctx.cancel.raise_if_cancelled()
+            if name == "compile":
+                rt = TorchRuntime(unwrap(module), device=str(ctx.plan.device), autocast_dtype=ctx.plan.autocast_dtype,
+                                  channels_last=ctx.plan.channels_last, compile=True)
+            else:
+                path = ctx.artifacts / f"bench-{label}.onnx"
+                export_onnx_for_bench(unwrap(module).cpu(), ctx.input_shape, path)
+                unwrap(module).to(ctx.plan.device)
+                rt = OrtRuntime(path, threads=threads)
+            try:
+                out["runtimes"][name] = [st.to_dict() for st in bench_runtime(rt, ctx.input_shape, bench.batch_sizes,
+                                                                              **timing)]
+            finally:
+                rt.close()
+    out["train_samples_per_s"] = train_samples_per_s
+    out["threads"] = threads or torch.get_num_threads()
+    if monitor.load is not None:
+        out["contention"] = monitor.load.to_dict()
+        if monitor.load.contended:
+            rep.log(f"{label}: other processes used {monitor.load.others_cores:.2f} CPU cores while timing; "
+                    "these figures are slower than on a quiet machine", "warning")
+    if stats:
+        first, best = stats[0], max(stats, key=lambda st: st.throughput)
+        out.update(latency_ms_p50=first.p50_ms, latency_ms_p95=first.p95_ms, latency_batch=first.batch_size,
+                   throughput=best.throughput, throughput_batch=best.batch_size,
+                   bench=[st.to_dict() for st in stats])
+        for st in stats:
+            rep.metrics(stage, st.batch_size, {"latency_ms_p50": st.p50_ms, "throughput": st.throughput})
+    else:
+        out.update(latency_ms_p50=None, latency_ms_p95=None, throughput=None)
+    rep.log(f"{label}: accuracy {out['accuracy']:.4f}" + (
+        f", latency p50 {out['latency_ms_p50']:.3f} ms @ batch {out['latency_batch']}, "
+        f"throughput {out['throughput']:.0f} samples/s @ batch {out['throughput_batch']}" if stats else ""))
+    rep.stage_finished(stage, out)
+    return out
+
+
+def paired_speedup(ctx: RunContext) -> dict[str, Any] | None:
+    """Time the run's checkpoints (baseline → each step's result) in interleaved rounds; the ``speedup`` record.
+
+    None when there is nothing to compare (fewer than two checkpoints) or timing is switched off.
+    Logs the headline, its split by cause, and a warning with the reason when it is unreliable.
+    """
+    from workbench.core.measure.comparison import speedup_sentence
+    from workbench.core.measure.runtimes import OrtRuntime, TorchRuntime
+
+    bench = ctx.recipe.bench
+    if len(ctx.checkpoints) < 2 or not bench.enabled or not bench.paired:
+        return None
+    rep = ctx.reporter
+    stage = "paired timing"
+    rep.stage_started(stage)
+    # Auto threads are chosen again here: the load may have changed since the run started, and all
+    # contestants share whatever is chosen, so the ratio stays fair (the choice is recorded with it).
+    threads = choose_threads(bench.threads) if bench.threads == 0 else (
+        ctx.threads or choose_threads(bench.threads, probe_s=0.0))
+    contestants: list[Contestant] = []
+    memory_formats: list[nn.Module] = []
+    try:
+        for cp in ctx.checkpoints:
+            if cp.onnx_path is not None:
+                rt: Any = OrtRuntime(cp.onnx_path, threads=threads.threads)
+            else:
+                assert cp.module is not None
+                use_plan = cp.precision_plan
+                rt = TorchRuntime(cp.module, device=ctx.plan.device if use_plan else "cpu",
+                                  autocast_dtype=ctx.plan.autocast_dtype if use_plan else None,
+                                  channels_last=ctx.plan.channels_last and use_plan)
+                if rt.channels_last:
+                    memory_formats.append(cp.module)
+            contestants.append(Contestant(cp.step, cp.label, rt))
+        rep.log(f"paired timing: {' → '.join(c.label for c in contestants)} in {bench.rounds} interleaved "
+                f"rounds at batch {', '.join(map(str, bench.batch_sizes))}, {threads.threads} thread(s)")
+        from workbench.core.measure.timing import fixed_threads
+
+        with fixed_threads(threads.threads):
+            timing = time_paired(contestants, ctx.input_shape, bench.batch_sizes, threads=threads,
+                                 rounds=bench.rounds, iters=bench.iters, warmup=bench.warmup,
+                                 max_time_s=bench.max_time_s, cancel=ctx.cancel, reporter=rep,
+                                 seed=ctx.recipe.train.seed)
+    finally:
+        for c in contestants:
+            c.runtime.close()
+        for m in memory_formats:  # saved weights and later stages expect the default layout
+            m.to(memory_format=torch.contiguous_format)
+    result = timing.to_dict()
+    rep.log(f"speedup: {speedup_sentence(result)}")
+    if not timing.reliable:
+        rep.log(f"speedup measurement unreliable: {timing.reason}", "warning")
+    rep.stage_finished(stage, {"reliable": timing.reliable})
+    return result
+
+
+@torch.no_grad()
+def evaluate_runtime(runtime: Any, loader: Any, cancel: CancelToken | None = None) -> float:
+    correct = total = 0
+    for x, y in loader:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        logits = runtime.predict(x.numpy())
+        correct += int((torch.from_numpy(logits).argmax(dim=1) == y).sum())
+        total += int(y.shape[0])
+    return correct / max(1, total)
+
+
+def weights_of_run(store: RunStore, ref: str) -> Path:
+    """Resolve ``run:ID`` to that run's trained weights (safetensors)."""
+    raw = ref.removeprefix("run:")
+    if not raw.isdigit():
+        raise ModelLoadError(f"{ref!r}: a run reference is run:ID with a numeric ID (see `workbench runs`)")
+    run = store.get_run(int(raw))
+    if run is None:
+        raise ModelLoadError(f"{ref!r}: no run with ID {raw} in the store (see `workbench runs`)")
+    arts = store.artifacts(int(raw), "weights")
+    if not arts or not arts[-1].path.exists():
+        raise ModelLoadError(f"{ref!r}: run {raw} ({run.status}) has no saved weights; only completed training runs do")
+    return arts[-1].path
+
+
+def _model_label(recipe: Recipe) -> str:
+    return recipe.model.label
+
+
+def model_name(recipe: Recipe, loaded: Any) -> str:
+    """The model's name in summaries, weights metadata and bundles: the zoo name, or e.g. 'ResNet18 from resnet.py'."""
+    return recipe.model.zoo if recipe.model.source == "zoo" else (loaded.label or recipe.model.label)
+
+
+def _file_size(path: Path) -> int:
+    """Size of an ONNX model including external data files in its folder that it references."""
+    size = path.stat().st_size
+    try:
+        from workbench.core.models.loaders import read_onnx
+
+        model = read_onnx(path)
+        locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+        size += sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).exists())
+    except Exception:  # size of the main file is still a true lower bound
+        pass
+    return size
+
+
+def _start_telemetry(recipe: Recipe, rep: Reporter) -> Any:
+    from workbench.core.telemetry import TelemetrySampler
+
+    counter = iter(range(1 << 62))
+    sampler = TelemetrySampler(hz=recipe.bench.telemetry_hz,
+                               on_sample=lambda s: rep.metrics("telemetry", next(counter), s), reporter=rep)
+    sampler.start()
+    return sampler
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware: printed in summaries and reports so numbers can be reproduced."""
+    import onnxruntime
+
+    env = {"workbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
+           "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def log_internal_error(exc: BaseException) -> Path:
+    path = workbench_home() / "logs" / "errors.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
+        f.write("".join(traceback.format_exception(exc)))
+    return path
+
+
+def summary_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2, default=str)
