@@ -13,6 +13,7 @@ from torch import nn
 from tests.helpers import tiny_recipe
 from workbench.core.measure.runtimes import export_onnx_for_bench
 from workbench.core.models import build_zoo_model, save_weights
+from workbench.core.models.resize import load_pruned_weights
 from workbench.core.pipeline import run_recipe
 from workbench.core.precision import PrecisionPlan
 from workbench.core.store import RunStore
@@ -22,7 +23,6 @@ from workbench.techniques.prune.engine import (
     classifier_layers,
     has_pruning_leftovers,
     layer_table,
-    load_pruned_weights,
     make_permanent,
     prune_structured,
     prune_unstructured,

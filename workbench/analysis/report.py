@@ -403,7 +403,7 @@ def _predictions(store: Any, runs: Sequence[Any], cancel: CancelToken) -> dict[s
     import torch
 
     from workbench.core.data import load_dataset
-    from workbench.core.data.sources import _to_hwc_uint8
+    from workbench.core.data.sources import to_hwc_uint8
     from workbench.core.models import load_model, load_weights
     from workbench.recipe import loads_recipe
 
@@ -471,7 +471,7 @@ def _predictions(store: Any, runs: Sequence[Any], cancel: CancelToken) -> dict[s
     targets = np.asarray(ds.targets)
     for k, i in enumerate(idx):
         raw = ds.raw_image(i) if hasattr(ds, "raw_image") else None
-        img = _to_hwc_uint8(raw) if raw is not None else None
+        img = to_hwc_uint8(raw) if raw is not None else None
         true = int(targets[i])
         samples.append({"index": i, "true": bundle.class_names[true],
                         "image": _png_data_uri(img) if img is not None else None,

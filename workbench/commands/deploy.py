@@ -215,7 +215,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         open_model_file,
     )
     from workbench.core.measure.runtimes import OrtRuntime
-    from workbench.core.pipeline import _file_size
+    from workbench.core.models.loaders import onnx_file_size
     from workbench.techniques.export.engine import ort_predict_fn, parity
     from workbench.techniques.quantize.engine import cpu_has_vnni, quantize_onnx, synthetic_batches
 
@@ -254,7 +254,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "input": str(mf.path), "output": str(out), "method": args.method, "format": result.format,
                 "input_shape": list(mf.input_shape), "preprocessed": result.preprocessed,
                 "excluded_nodes": result.excluded_nodes,
-                "size_bytes": {"float": _file_size(mf.path), "quantized": _file_size(staged)},
+                "size_bytes": {"float": onnx_file_size(mf.path), "quantized": onnx_file_size(staged)},
                 "parity_vs_float": par.to_dict(), "cpu_vnni": cpu_has_vnni(), "notes": notes + result.notes,
             }
             if labelled is not None:

@@ -338,9 +338,7 @@ def _stage_load(ctx: RunContext) -> None:
     torch.manual_seed(recipe.train.seed)  # the initial weights are part of a reproducible run
     ctx.loaded = load_model(recipe.model, ctx.data.num_classes, ctx.input_shape)
     if recipe.model.weights.startswith("run:"):
-        from workbench.techniques.prune.engine import (
-            load_pruned_weights,  # a run's weights may be structurally pruned
-        )
+        from workbench.core.models.resize import load_pruned_weights  # a run's weights may be pruned
 
         resized = load_pruned_weights(ctx.loaded.module, weights_of_run(ctx.store, recipe.model.weights))
         if resized:
@@ -362,12 +360,12 @@ def _stage_load(ctx: RunContext) -> None:
     ctx.summary["precision"] = ctx.plan.label
     rep.log(f"model: {ctx.loaded.description or recipe.model.zoo}: {model_summary.params:,} params, "
             f"{(model_summary.macs or 0) / 1e6:.1f} M MACs, {model_summary.size_bytes / 1e6:.2f} MB")
-    ctx.val_loader = _loader(ctx, train=False, dataset=ctx.data.val)
-    ctx.eval_loader = _loader(ctx, train=False)
+    ctx.val_loader = split_loader(ctx, train=False, dataset=ctx.data.val)
+    ctx.eval_loader = split_loader(ctx, train=False)
     rep.stage_finished("load", {"model": ctx.summary["model"]["params"]})
 
 
-def _loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:
+def split_loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:
     """The train loader, or an inference loader over ``dataset`` (default: the eval split)."""
     from workbench.core.data import build_loader
 
@@ -385,7 +383,7 @@ def _stage_train(ctx: RunContext) -> None:
         raise RecipeError(f"model.source = {ctx.recipe.model.source!r} cannot be trained here; "
                           "set train.epochs = 0 to evaluate and benchmark it")
     if ctx.train_loader is None:
-        ctx.train_loader = _loader(ctx, train=True)
+        ctx.train_loader = split_loader(ctx, train=True)
     if len(ctx.train_loader) == 0:
         raise RecipeError(f"batching.batch_size = {ctx.recipe.batching.batch_size} is larger than the "
                           f"{len(ctx.data.train)} training samples with loader.drop_last = true; lower it")
@@ -424,9 +422,10 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
         finally:
             runtime.close()
         from workbench.core.models import summarize_onnx
+        from workbench.core.models.loaders import onnx_file_size
 
         s = summarize_onnx(onnx_path)
-        out.update(params=s.params, size_bytes=_file_size(onnx_path), runtime="onnxruntime")
+        out.update(params=s.params, size_bytes=onnx_file_size(onnx_path), runtime="onnxruntime")
     else:
         from workbench.core.models import summarize
         from workbench.core.train import evaluate
@@ -571,20 +570,6 @@ def _model_label(recipe: Recipe) -> str:
 def model_name(recipe: Recipe, loaded: Any) -> str:
     """The model's name in summaries, weights metadata and bundles: the zoo name, or e.g. 'ResNet18 from resnet.py'."""
     return recipe.model.zoo if recipe.model.source == "zoo" else (loaded.label or recipe.model.label)
-
-
-def _file_size(path: Path) -> int:
-    """Size of an ONNX model including external data files in its folder that it references."""
-    size = path.stat().st_size
-    try:
-        from workbench.core.models.loaders import read_onnx
-
-        model = read_onnx(path)
-        locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
-        size += sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).exists())
-    except Exception:  # size of the main file is still a true lower bound
-        pass
-    return size
 
 
 def _start_telemetry(recipe: Recipe, rep: Reporter) -> Any:

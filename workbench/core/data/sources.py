@@ -1020,7 +1020,7 @@ def load_dataset(section: DataSection) -> DatasetBundle:
 # ------------------------------------------------------------------------------------------ previews
 
 
-def _to_hwc_uint8(x: torch.Tensor) -> np.ndarray | None:
+def to_hwc_uint8(x: torch.Tensor) -> np.ndarray | None:
     if x.dim() != 3 or x.shape[0] not in (1, 3):
         return None
     if x.dtype != torch.uint8:
@@ -1048,7 +1048,7 @@ def sample_previews(bundle: DatasetBundle, n: int = 16) -> list[tuple[np.ndarray
     for i in order:
         img = raw(i) if raw is not None else None
         name = bundle.class_names[int(targets[i])]
-        out.append((_to_hwc_uint8(img) if img is not None else None, name))
+        out.append((to_hwc_uint8(img) if img is not None else None, name))
     return out
 
 

@@ -100,10 +100,10 @@ def open_model_file(path: str | Path, input_shape: str | Sequence[int] | None = 
     override = parse_shape(input_shape)
     p = check_model_path(path, "model file", hint)
     if p.suffix.lower() == ".onnx":
-        from workbench.techniques.quantize.engine import _model_input_name
+        from workbench.core.models.loaders import onnx_input_name
 
         model = checked_onnx(p)
-        name = _model_input_name(model)
+        name = onnx_input_name(model)
         value = next(v for v in model.graph.input if v.name == name)
         dims: list[int | str | None] = [
             d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value.type.tensor_type.shape.dim

@@ -58,14 +58,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def _first_tensor(out: Any) -> torch.Tensor:
+def first_tensor(out: Any) -> torch.Tensor:
     """Models may return a tensor, a tuple/list, or a dict; the first tensor is the logits."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (tuple, list)) and out:
-        return _first_tensor(out[0])
+        return first_tensor(out[0])
     raise WorkbenchError(
         f"model returned {type(out).__name__}; expected a tensor (or a tuple/dict of tensors)"
     )
@@ -146,9 +146,9 @@ class TorchRuntime:
         )
         with torch.inference_mode(), amp:
             if self._compile_checked:
-                return _first_tensor(self._fn(t))
+                return first_tensor(self._fn(t))
             try:
-                out = _first_tensor(self._fn(t))
+                out = first_tensor(self._fn(t))
             except WorkbenchError:
                 raise
             except Exception as exc:  # dynamo/inductor errors surface on the first call

@@ -877,3 +877,23 @@ def _check_onnx_compat(loaded: LoadedModel, num_classes: int, shape: tuple[int, 
         raise ModelLoadError(
             f"model {name} outputs {loaded.declared_num_classes} classes but data has {num_classes}"
         )
+
+
+def onnx_file_size(path: Path) -> int:
+    """Size of an ONNX model including external data files in its folder that it references."""
+    size = path.stat().st_size
+    try:
+        model = read_onnx(path)
+        locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+        size += sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).exists())
+    except Exception:  # size of the main file is still a true lower bound
+        pass
+    return size
+
+
+def onnx_input_name(model: Any) -> str:
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [v.name for v in model.graph.input if v.name not in inits]
+    if len(inputs) != 1:
+        raise ModelLoadError(f"this needs a single-input model; this one has {len(inputs)}: {inputs}")
+    return inputs[0]

@@ -24,108 +24,24 @@ Public API: ``kd_loss``, ``TeacherLogits``, ``make_kd_loss_fn``, ``load_teacher`
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
+from workbench.core.kd import TeacherLogits, make_kd_loss_fn, set_eval
 from workbench.core.pipeline import RunContext, Stage, register_stage, weights_of_run
 from workbench.core.precision import PrecisionPlan, prepare_module, unwrap
-from workbench.core.train import LossFn
 from workbench.errors import ModelLoadError, RecipeError, WorkbenchError
 
 #: Suffix → model source for ``distill.teacher = PATH``.
 _FILE_SOURCES = {".py": "python", ".pt2": "export", ".ts": "torchscript", ".jit": "torchscript",
                  ".torchscript": "torchscript", ".pt": "torchscript", ".pth": "torchscript", ".zip": "torchscript"}
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
-            temperature: float, alpha: float, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Hinton KD loss: ``alpha · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − alpha) · CE(s, y)``.
-
-    Computed in float32 whatever the autocast dtype (softmax of bf16 logits loses the small
-    probabilities that carry the teacher's "dark knowledge").
-    """
-    s, t = student_logits.float(), teacher_logits.float().detach()
-    soft = F.kl_div(F.log_softmax(s / temperature, dim=-1), F.softmax(t / temperature, dim=-1),
-                    reduction="batchmean") * temperature * temperature
-    hard = F.cross_entropy(s, targets, label_smoothing=label_smoothing)
-    return alpha * soft + (1.0 - alpha) * hard
-
-
-def _set_eval(module: nn.Module) -> None:
-    """Eval mode; frozen torch.export graphs refuse ``.eval()`` but already are inference graphs."""
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        module.eval()
-
-
-class TeacherLogits:
-    """Teacher forward in eval mode under ``no_grad`` (the caller's autocast applies), optionally cached.
-
-    The cache key is the digest of each sample's bytes (see module doc), so it needs no sample
-    indices and can never return logits of a different input. Use it only for deterministic inputs.
-    """
-
-    def __init__(self, teacher: nn.Module, cache: bool = False, max_entries: int = 2_000_000) -> None:
-        self.teacher = teacher
-        self.cache_enabled = cache
-        self.max_entries = max_entries
-        self._cache: dict[bytes, torch.Tensor] = {}
-        self.hits = 0
-        self.misses = 0
-        _set_eval(teacher)
-
-    @torch.no_grad()
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.teacher(x)
-        if isinstance(out, tuple | list):
-            out = out[0]
-        return out.float()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.cache_enabled:
-            self.misses += int(x.shape[0])
-            return self._forward(x)
-        flat = x.detach().to("cpu").contiguous().reshape(x.shape[0], -1).numpy()
-        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
-        missing = [i for i, k in enumerate(keys) if k not in self._cache]
-        if missing:
-            fresh = self._forward(x[missing] if len(missing) < len(keys) else x).to("cpu")
-            if len(self._cache) + len(missing) <= self.max_entries:
-                for j, i in enumerate(missing):
-                    self._cache[keys[i]] = fresh[j]
-            if len(missing) == len(keys):
-                self.misses += len(keys)
-                return fresh.to(x.device)
-            got = {i: fresh[j] for j, i in enumerate(missing)}
-        else:
-            got = {}
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        return torch.stack([got[i] if i in got else self._cache[k] for i, k in enumerate(keys)]).to(x.device)
-
-    def stats(self) -> dict[str, Any]:
-        total = self.hits + self.misses
-        return {"enabled": self.cache_enabled, "hits": self.hits, "misses": self.misses,
-                "hit_rate": self.hits / total if total else None, "entries": len(self._cache)}
-
-
-def make_kd_loss_fn(teacher: TeacherLogits, temperature: float, alpha: float,
-                    label_smoothing: float = 0.0) -> LossFn:
-    """A ``train(..., loss_fn=...)`` hook: teacher logits for the same batch, then ``kd_loss``."""
-
-    def loss_fn(logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        return kd_loss(logits, teacher(inputs), targets, temperature, alpha, label_smoothing)
-
-    return loss_fn
 
 
 def gap_closed(teacher_acc: float, alone_acc: float, distilled_acc: float) -> float | None:
@@ -150,15 +66,15 @@ class Teacher:
 
 
 def _num_classes_of(module: nn.Module, input_shape: Sequence[int]) -> int:
-    from workbench.techniques.prune.engine import _run_located
+    from workbench.core.models.locate import run_located
 
     ref = next((t for t in module.parameters()), None)
     x = torch.zeros((2, *input_shape), device=ref.device if ref is not None else "cpu")
     was = module.training
-    _set_eval(module)
+    set_eval(module)
     try:
         with torch.no_grad():
-            out = _run_located(module, lambda: module(x), "the teacher's forward")
+            out = run_located(module, lambda: module(x), "the teacher's forward")
     finally:
         if was:
             module.train()
@@ -178,8 +94,8 @@ def load_teacher(spec: str, weights: str, *, num_classes: int, input_shape: Sequ
     (.py / .pt2 / TorchScript). Every problem is a one-line WorkbenchError.
     """
     from workbench.core.models import ZOO, build_zoo_model, load_model
+    from workbench.core.models.resize import load_pruned_weights
     from workbench.recipe import ModelSection, loads_recipe
-    from workbench.techniques.prune.engine import load_pruned_weights
 
     spec = spec.strip()
     shape = tuple(int(d) for d in input_shape)
@@ -261,7 +177,7 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
 
     Sets ``ctx.baseline`` to the teacher's measurement and ``ctx.module`` to the distilled student.
     """
-    from workbench.core.pipeline import _loader
+    from workbench.core.pipeline import split_loader
     from workbench.core.train import train
 
     cfg = ctx.recipe.distill
@@ -281,7 +197,7 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
             raise WorkbenchError(f"distill.teacher {teacher.description} has no trained weights: set "
                                  "distill.teacher_weights, use run:ID, or set distill.teacher_epochs > 0 to train it first")
         rep.log(f"distill: training the teacher for {cfg.teacher_epochs} epoch(s) on the same data")
-        teacher_train = train(tmodule, _loader(ctx, train=True), ctx.val_loader, recipe.train, recipe.batching,
+        teacher_train = train(tmodule, split_loader(ctx, train=True), ctx.val_loader, recipe.train, recipe.batching,
                               _plain(ctx.plan), rep, ctx.cancel, stage="distill:teacher", epochs=cfg.teacher_epochs)
     teacher_m = ctx.measure("teacher", module=tmodule,
                             train_samples_per_s=teacher_train.train_samples_per_s if teacher_train else None)
@@ -293,7 +209,7 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
     alone_train = None
     if cfg.control:
         alone = prepare_module(copy.deepcopy(student), ctx.plan)  # same initial weights as the distilled one
-        alone_train = train(alone, _loader(ctx, train=True), ctx.val_loader, recipe.train, recipe.batching, ctx.plan,
+        alone_train = train(alone, split_loader(ctx, train=True), ctx.val_loader, recipe.train, recipe.batching, ctx.plan,
                             rep, ctx.cancel, stage="distill:student_alone")
         alone_m = ctx.measure("student_alone", module=alone, train_samples_per_s=alone_train.train_samples_per_s)
         del alone
@@ -303,7 +219,7 @@ def run_distill_stage(ctx: RunContext) -> dict[str, Any]:
                 "so cached logits would be wrong)")
     logits = TeacherLogits(tmodule, cache=use_cache)
     loss_fn = make_kd_loss_fn(logits, cfg.temperature, cfg.alpha, recipe.train.label_smoothing)
-    ctx.train_result = train(ctx.module, _loader(ctx, train=True), ctx.val_loader, recipe.train, recipe.batching,
+    ctx.train_result = train(ctx.module, split_loader(ctx, train=True), ctx.val_loader, recipe.train, recipe.batching,
                              ctx.plan, rep, ctx.cancel, stage="distill:student", loss_fn=loss_fn)
     ctx.summary["train"] = ctx.train_result.to_dict()
     after = ctx.measure("distilled", module=ctx.module, train_samples_per_s=ctx.train_result.train_samples_per_s)

@@ -27,15 +27,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
+from workbench.core.models.locate import example_input, run_located
+from workbench.core.models.resize import check_pruned_forward
 from workbench.core.pipeline import RunContext, Stage, register_stage
 from workbench.core.precision import PrecisionPlan, prepare_module, unwrap
 from workbench.errors import WorkbenchError
@@ -53,66 +53,6 @@ UNSTRUCTURED_NOTE = (
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _example_input(module: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
-    ref = next((t for t in module.parameters()), None)
-    device = ref.device if ref is not None else torch.device("cpu")
-    return torch.randn((1, *input_shape), device=device)
-
-
-@contextmanager
-def _layer_tracker(module: nn.Module) -> Iterator[dict[str, str]]:
-    """Record which named module was running (and which leaf finished last) during a forward.
-
-    When tracing or a forward fails deep inside torch, this lets the error name the layer.
-    """
-    names = {m: n for n, m in module.named_modules()}
-    state = {"running": "", "last_done": ""}
-    stack: list[str] = []
-
-    def pre(m: nn.Module, _args: Any) -> None:
-        stack.append(names.get(m, type(m).__name__) or "<model>")
-        state["running"] = stack[-1]
-
-    def post(m: nn.Module, _args: Any, _out: Any) -> None:
-        if stack:
-            stack.pop()
-        if not any(True for _ in m.children()):
-            state["last_done"] = names.get(m, "")
-        state["running"] = stack[-1] if stack else ""
-
-    handles = [m.register_forward_pre_hook(pre) for m in names] + [m.register_forward_hook(post) for m in names]
-    try:
-        yield state
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
-
-
-def _where(state: dict[str, str]) -> str:
-    running, done = state.get("running", ""), state.get("last_done", "")
-    if running and running != "<model>":
-        return f"layer {running!r}"
-    if done:
-        return f"the code after layer {done!r} (in the model's forward)"
-    return "the model's forward"
-
-
-def _run_located(module: nn.Module, fn: Callable[[], Any], what: str) -> Any:
-    """Run ``fn`` (which calls ``module``); on failure raise a one-line WorkbenchError naming the layer."""
-    with _layer_tracker(module) as state:
-        try:
-            return fn()
-        except WorkbenchError:
-            raise
-        except Exception as exc:
-            raise WorkbenchError(f"{what} failed at {_where(state)}: {_first_line(exc)}") from exc
-
-
 def classifier_layers(module: nn.Module, input_shape: Sequence[int]) -> list[nn.Module]:
     """The final classifier: the last Linear/Conv that runs in a forward pass (never pruned).
 
@@ -126,7 +66,7 @@ def classifier_layers(module: nn.Module, input_shape: Sequence[int]) -> list[nn.
             was = module.training
             module.eval()
             try:
-                _run_located(module, lambda: module(_example_input(module, input_shape)), "a forward pass")
+                run_located(module, lambda: module(example_input(module, input_shape)), "a forward pass")
             finally:
                 module.train(was)
     finally:
@@ -214,7 +154,7 @@ def _unwrapped_parameters(module: nn.Module) -> list[tuple[nn.Parameter, int]]:
     return out
 
 
-def _taylor_gradients(module: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+def taylor_gradients(module: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
                       plan: PrecisionPlan | None) -> None:
     """Accumulate loss gradients for Taylor importance (eval mode: BN statistics stay untouched)."""
     if not batches:
@@ -254,30 +194,14 @@ def build_pruner(module: nn.Module, input_shape: Sequence[int], *, ratio: float,
         pruning_ratio_dict=ratio_dict, max_pruning_ratio=0.9 if scope == "global" else 1.0, iterative_steps=steps,
         ignored_layers=ignored, round_to=round_to, num_heads=_attention_heads(module),
         unwrapped_parameters=_unwrapped_parameters(module))
-    example = _example_input(module, input_shape)
+    example = example_input(module, input_shape)
     was = module.training
     module.eval()
     try:
-        return _run_located(module, lambda: tp.pruner.BasePruner(module, example, **kwargs),
+        return run_located(module, lambda: tp.pruner.BasePruner(module, example, **kwargs),
                             "structured pruning could not trace the model: building the dependency graph")
     finally:
         module.train(was)
-
-
-def check_pruned_forward(module: nn.Module, input_shape: Sequence[int], num_classes: int | None = None) -> None:
-    """Run the pruned model once; a layer torch-pruning could not follow fails here, by name."""
-    was = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = _run_located(module, lambda: module(_example_input(module, input_shape).repeat(2, *([1] * len(input_shape)))),
-                               "structured pruning produced a model that does not run: the forward")
-    finally:
-        module.train(was)
-    if num_classes is not None and (not isinstance(out, torch.Tensor) or out.shape[-1] != num_classes):
-        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise WorkbenchError(f"structured pruning changed the model's output to {shape}; expected {num_classes} "
-                             "classes: add the head layer to prune.skip_layers")
 
 
 def prune_structured(
@@ -306,8 +230,8 @@ def prune_structured(
                           skip_layers=skip_layers, steps=steps, round_to=round_to)
     for i in range(steps):
         if importance == "taylor":
-            _taylor_gradients(module, grad_batches, plan)
-        _run_located(module, pruner.step, "structured pruning step")
+            taylor_gradients(module, grad_batches, plan)
+        run_located(module, pruner.step, "structured pruning step")
         if importance == "taylor":
             module.zero_grad(set_to_none=True)
         check_pruned_forward(module, input_shape, num_classes)
@@ -321,7 +245,7 @@ def _out_features(module: nn.Module, input_shape: Sequence[int]) -> int:
     module.eval()
     try:
         with torch.no_grad():
-            out = _run_located(module, lambda: module(_example_input(module, input_shape)), "a forward pass")
+            out = run_located(module, lambda: module(example_input(module, input_shape)), "a forward pass")
     finally:
         module.train(was)
     if not isinstance(out, torch.Tensor):
@@ -430,80 +354,6 @@ def has_pruning_leftovers(module: nn.Module) -> list[str]:
 # ------------------------------------------------------------------------------------- save and reload
 
 
-def fit_to_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
-    """Shrink (or grow) ``module``'s layers in place to the tensor shapes in ``state_dict``.
-
-    This is how a structurally pruned model is rebuilt from a plain weights file: build the
-    original architecture, then resize Conv/Linear/BatchNorm/LayerNorm/GroupNorm/MultiheadAttention
-    layers and free parameters to the saved shapes, fixing the attributes their forward reads
-    (``out_channels``, ``groups``, ``num_features``, ``embed_dim``…). Returns the resized layer names.
-    Unknown layer types with changed shapes are refused by name.
-    """
-    changed: list[str] = []
-    for name, m in module.named_modules():
-        prefix = f"{name}." if name else ""
-        own = {k: v for k, v in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
-               if v is not None}
-        diff = {k for k, v in own.items() if prefix + k in state_dict and tuple(state_dict[prefix + k].shape) != tuple(v.shape)}
-        if not diff:
-            continue
-        was_depthwise = isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
-        for k in own:
-            new = state_dict.get(prefix + k)
-            if new is None:
-                continue
-            tensor = torch.empty(new.shape, dtype=own[k].dtype, device=own[k].device)
-            if isinstance(own[k], nn.Parameter):
-                setattr(m, k, nn.Parameter(tensor, requires_grad=own[k].requires_grad))
-            else:
-                m.register_buffer(k, tensor)
-        if isinstance(m, nn.modules.conv._ConvNd):
-            m.out_channels = m.weight.shape[0]
-            if was_depthwise:
-                m.groups = m.in_channels = m.out_channels
-            else:
-                m.in_channels = m.weight.shape[1] * m.groups
-        elif isinstance(m, nn.Linear):
-            m.out_features, m.in_features = m.weight.shape
-        elif isinstance(m, nn.modules.batchnorm._NormBase):
-            m.num_features = (m.weight if m.weight is not None else m.running_mean).shape[0]
-        elif isinstance(m, nn.LayerNorm):
-            m.normalized_shape = tuple(m.weight.shape)
-        elif isinstance(m, nn.GroupNorm):
-            m.num_channels = m.weight.shape[0]
-        elif isinstance(m, nn.MultiheadAttention):
-            m.embed_dim = m.kdim = m.vdim = m.in_proj_weight.shape[1]
-            m.head_dim = m.embed_dim // m.num_heads
-        elif any(True for _ in m.children()) and all(isinstance(v, nn.Parameter) for k, v in own.items() if k in diff):
-            pass  # free parameters of a container (e.g. pos_embed): the shape is all there is
-        else:
-            raise WorkbenchError(f"cannot rebuild layer {name!r} ({type(m).__name__}) from saved shapes; "
-                                 "save the pruned model with [export] formats = ['pt2'] instead")
-        changed.append(name or "<model>")
-    return changed
-
-
-def load_pruned_weights(module: nn.Module, path: str | Path, input_shape: Sequence[int] | None = None) -> list[str]:
-    """Load a (possibly structurally pruned) weights file into ``module``, rebuilding pruned layers first.
-
-    Works for unpruned weights too (nothing is resized). With ``input_shape``, a forward pass then
-    checks the rebuilt model runs. Returns the names of the resized layers.
-    """
-    from workbench.core.models import load_weights
-    from workbench.core.models.loaders import WEIGHTS_HINT, check_model_path, read_state_dict
-
-    p = check_model_path(path, "weights file", WEIGHTS_HINT)
-    sd = read_state_dict(p)
-    for prefix in ("module.", "_orig_mod."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    changed = fit_to_state_dict(module, sd)
-    load_weights(module, p)
-    if input_shape is not None and changed:
-        check_pruned_forward(module, input_shape)
-    return changed
-
-
 # ------------------------------------------------------------------------------------------ the stage
 
 
@@ -513,10 +363,10 @@ def _plain(plan: PrecisionPlan) -> PrecisionPlan:
 
 
 def _train_batches(ctx: RunContext, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from workbench.core.pipeline import _loader
+    from workbench.core.pipeline import split_loader
 
     out = []
-    for i, (x, y) in enumerate(_loader(ctx, train=True)):
+    for i, (x, y) in enumerate(split_loader(ctx, train=True)):
         if i >= n:
             break
         out.append((x, y))
@@ -525,19 +375,19 @@ def _train_batches(ctx: RunContext, n: int) -> list[tuple[torch.Tensor, torch.Te
 
 def _finetune(ctx: RunContext, module: nn.Module, teacher: nn.Module | None, epochs: int, stage: str) -> Any:
     """Fine-tune ``module`` with the recipe's optimizer at ``prune.finetune_lr``; KD from ``teacher`` if given."""
-    from workbench.core.pipeline import _loader
+    from workbench.core.pipeline import split_loader
     from workbench.core.train import train
 
     cfg = ctx.recipe.prune
     assert cfg is not None
     loss_fn = None
     if teacher is not None:
-        from workbench.techniques.distill.engine import TeacherLogits, make_kd_loss_fn
+        from workbench.core.kd import TeacherLogits, make_kd_loss_fn
 
         cache = not ctx.recipe.data.augment
         loss_fn = make_kd_loss_fn(TeacherLogits(teacher, cache=cache), cfg.finetune_temperature,
                                   cfg.finetune_alpha, ctx.recipe.train.label_smoothing)
-    return train(module, _loader(ctx, train=True), ctx.val_loader, ctx.recipe.train, ctx.recipe.batching,
+    return train(module, split_loader(ctx, train=True), ctx.val_loader, ctx.recipe.train, ctx.recipe.batching,
                  _plain(ctx.plan), ctx.reporter, ctx.cancel, stage=stage, epochs=epochs, lr=cfg.finetune_lr,
                  loss_fn=loss_fn)
 
@@ -647,12 +497,9 @@ register_stage(Stage("prune", lambda r: r.prune is not None, run_prune_stage, or
 __all__ = [
     "UNSTRUCTURED_NOTE",
     "build_pruner",
-    "check_pruned_forward",
     "classifier_layers",
-    "fit_to_state_dict",
     "has_pruning_leftovers",
     "layer_table",
-    "load_pruned_weights",
     "make_importance",
     "make_permanent",
     "prune_structured",

@@ -27,9 +27,10 @@ from torch import nn
 
 from workbench.core.budget import over_budget
 from workbench.core.events import CancelToken, Reporter
+from workbench.core.models.locate import run_located
 from workbench.core.precision import PrecisionPlan, eval_mode
 from workbench.errors import WorkbenchError
-from workbench.techniques.prune.engine import _run_located, build_pruner
+from workbench.techniques.prune.engine import build_pruner
 
 
 @dataclass
@@ -109,7 +110,7 @@ def sensitivity_analysis(
     ``module`` is never modified. Rows come back sorted by accuracy drop, most sensitive first.
     """
     from workbench.core.train import evaluate
-    from workbench.techniques.prune.engine import _taylor_gradients
+    from workbench.techniques.prune.engine import taylor_gradients
 
     if not 0.0 < ratio < 1.0:
         raise WorkbenchError(f"sensitivity ratio = {ratio}: must be between 0 and 1 (exclusive), e.g. 0.5")
@@ -128,8 +129,8 @@ def sensitivity_analysis(
         pruner = build_pruner(work, input_shape, ratio=0.0, importance=importance, skip_layers=skip_layers,
                               ratio_by_layer={name: ratio})
         if importance == "taylor":
-            _taylor_gradients(work, grad_batches, plan)
-        _run_located(work, pruner.step, f"pruning group {name!r}")
+            taylor_gradients(work, grad_batches, plan)
+        run_located(work, pruner.step, f"pruning group {name!r}")
         work.zero_grad(set_to_none=True)
         root = dict(work.named_modules())[name]
         after_channels = int(pruner.DG.get_out_channels(root) or 0)
@@ -160,10 +161,10 @@ def sensitivity_for_recipe(
     """
     from workbench.core.data import build_loader, load_dataset
     from workbench.core.models import load_model
+    from workbench.core.models.resize import load_pruned_weights
     from workbench.core.pipeline import weights_of_run
     from workbench.core.precision import prepare_module, resolve_precision
     from workbench.core.train import train
-    from workbench.techniques.prune.engine import load_pruned_weights
 
     rep = reporter or Reporter()
     cancel = cancel or CancelToken()

@@ -55,8 +55,8 @@ from torch import nn
 from workbench.core.budget import over_budget, within_budget
 from workbench.core.events import CancelToken, Reporter, suppress_warnings
 from workbench.core.isolate import ChildProcessDied, run_in_child
-from workbench.core.models.loaders import read_onnx
-from workbench.errors import Cancelled, ModelLoadError, WorkbenchError
+from workbench.core.models.loaders import onnx_input_name, read_onnx
+from workbench.errors import Cancelled, WorkbenchError
 from workbench.techniques.quantize.child_steps import (
     BatchCalibrationReader,
     fp16_convert_file,
@@ -180,14 +180,6 @@ def preprocess_onnx(src: Path, dst: Path, reporter: Reporter | None = None) -> P
                 reporter.log(f"quantization pre-processing skipped ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", "warning")
             return src
-
-
-def _model_input_name(model: Any) -> str:
-    inits = {t.name for t in model.graph.initializer}
-    inputs = [v.name for v in model.graph.input if v.name not in inits]
-    if len(inputs) != 1:
-        raise ModelLoadError(f"quantization needs a single-input model; this one has {len(inputs)}: {inputs}")
-    return inputs[0]
 
 
 def _ops_present(model: Any, ops: Sequence[str]) -> list[str]:
@@ -334,7 +326,7 @@ def quantize_static_onnx(src: Path, dst: Path, batches: Sequence[np.ndarray], *,
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if calibration == "percentile":
         extra["CalibPercentile"] = 99.99
-    run_in_child(static_quantize_file, str(src), str(dst), _model_input_name(model), list(batches),
+    run_in_child(static_quantize_file, str(src), str(dst), onnx_input_name(model), list(batches),
                  ops=_ops_present(model, STATIC_OPS), per_channel=per_channel, calibration=calibration,
                  nodes_to_exclude=list(nodes_to_exclude), reduce_range=reduce_range, extra=extra,
                  cancel=cancel, what=f"static INT8 calibration of {Path(src).name}")
@@ -526,7 +518,7 @@ def layer_sensitivity(float_path: Path, quant_path: Path, batches: Sequence[np.n
     qmodel = read_onnx(quant_path, external_data=True)
     inits = {t.name for t in fmodel.graph.initializer}
     q_tensors = {o for n in qmodel.graph.node for o in n.output} | {i.name for i in qmodel.graph.input}
-    graph_input = _model_input_name(fmodel)
+    graph_input = onnx_input_name(fmodel)
     cands = []
     for node in fmodel.graph.node:
         if node.op_type not in ops or not node.output or node.output[0] not in q_tensors:
@@ -737,16 +729,16 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
     both alone and reports the quantized module's figures.
     """
     from workbench.core.measure.runtimes import OrtRuntime
-    from workbench.core.pipeline import evaluate_runtime
-    from workbench.core.precision import unwrap
-    from workbench.errors import RecipeError
-    from workbench.techniques.export.engine import (
+    from workbench.core.onnx_export import (
         eval_input_batches,
         export_onnx,
         ort_predict_fn,
         parity,
         torch_predict_fn,
     )
+    from workbench.core.pipeline import evaluate_runtime
+    from workbench.core.precision import unwrap
+    from workbench.errors import RecipeError
 
     recipe, rep = ctx.recipe, ctx.reporter
     sec = recipe.quantize
@@ -848,9 +840,9 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
 
 
 def _onnx_size(path: Path) -> int:
-    from workbench.core.pipeline import _file_size
+    from workbench.core.models.loaders import onnx_file_size
 
-    return _file_size(Path(path))
+    return onnx_file_size(Path(path))
 
 
 def _register() -> None:
