@@ -37,9 +37,9 @@ os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="workbench-bench
 
 from _common import fmt_ratio_ci, markdown_table, print_header  # noqa: E402
 
-from workbench.core.pipeline import run_recipe  # noqa: E402
 from workbench.core.store import RunStore  # noqa: E402
 from workbench.recipe import DistillSection, Recipe  # noqa: E402
+from workbench.techniques import run_recipe  # noqa: E402
 
 BATCH_SIZES = [1, 64]
 

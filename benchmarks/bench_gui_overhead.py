@@ -39,11 +39,11 @@ from PySide6.QtCore import QElapsedTimer, QEventLoop, QThread, QTimer  # noqa: E
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from workbench.core.measure.paired import CpuLoad, choose_threads  # noqa: E402
-from workbench.core.pipeline import run_recipe  # noqa: E402
 from workbench.core.store import RunStore  # noqa: E402
 from workbench.gui.app import create_app  # noqa: E402
 from workbench.gui.main_window import MainWindow  # noqa: E402
 from workbench.recipe import Recipe, load_recipe  # noqa: E402
+from workbench.techniques import run_recipe  # noqa: E402
 
 
 def bench_recipe(epochs: int) -> Recipe:

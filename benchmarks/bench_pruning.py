@@ -36,9 +36,9 @@ from workbench.core.models import build_zoo_model, summarize  # noqa: E402
 from workbench.core.precision import PrecisionPlan  # noqa: E402
 from workbench.core.train import evaluate, train  # noqa: E402
 from workbench.recipe import BatchingSection, DataSection, LoaderSection, TrainSection  # noqa: E402
-from workbench.techniques.prune.engine import (  # noqa: E402
+from workbench.techniques.prune.structured import prune_structured  # noqa: E402
+from workbench.techniques.prune.unstructured import (  # noqa: E402
     make_permanent,
-    prune_structured,
     prune_unstructured,
     sparsity_rows,
     unstructured_targets,

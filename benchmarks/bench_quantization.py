@@ -45,12 +45,12 @@ from workbench.core.measure.paired import Contestant, PairedTiming, choose_threa
 from workbench.core.measure.runtimes import OrtRuntime, TorchRuntime  # noqa: E402
 from workbench.core.measure.timing import fixed_threads  # noqa: E402
 from workbench.core.models import build_zoo_model, load_weights  # noqa: E402
+from workbench.core.onnx_export import export_onnx  # noqa: E402
 from workbench.core.pipeline import evaluate_runtime  # noqa: E402
 from workbench.core.precision import resolve_precision  # noqa: E402
 from workbench.core.train import train  # noqa: E402
 from workbench.recipe import Recipe  # noqa: E402
-from workbench.techniques.export.engine import export_onnx  # noqa: E402
-from workbench.techniques.quantize.engine import calibration_batches, quantize_onnx  # noqa: E402
+from workbench.techniques.quantize.methods import calibration_batches, quantize_onnx  # noqa: E402
 
 MODELS = ("small_cnn", "transformer")
 BATCH_SIZES = (1, 64)

@@ -277,9 +277,9 @@ def _change(key: str, before: Any, after: Any) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from workbench.core.events import CancelToken
-    from workbench.core.pipeline import run_recipe
     from workbench.core.store import RunStore
     from workbench.recipe import load_recipe
+    from workbench.techniques import run_recipe
 
     recipe = load_recipe(args.recipe)
     if args.name:

@@ -29,8 +29,8 @@ from workbench.analysis.charts import (
     scatter_chart,
 )
 from workbench.analysis.report import build_report, headline, write_report
-from workbench.core.pipeline import run_recipe
 from workbench.core.store import RunStore
+from workbench.techniques import run_recipe
 
 CHROMIUM = Path("/usr/bin/chromium")
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

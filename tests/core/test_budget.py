@@ -47,8 +47,8 @@ def test_quantize_fallback_accepts_a_drop_of_exactly_the_budget(tmp_path: Path) 
     import torch
 
     from workbench.core.models import build_zoo_model
-    from workbench.techniques.export.engine import export_onnx
-    from workbench.techniques.quantize.engine import quantize_with_budget, synthetic_batches
+    from workbench.core.onnx_export import export_onnx
+    from workbench.techniques.quantize.methods import quantize_with_budget, synthetic_batches
 
     torch.manual_seed(0)
     shape = (3, 16, 16)

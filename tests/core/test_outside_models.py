@@ -131,9 +131,9 @@ def test_runs_weights_and_bundles_name_the_file_model(cifar_file: Path, tmp_path
     """Not "small_cnn": the runs table, the weights' metadata and the bundle's metrics.json name ResNet18."""
     from safetensors import safe_open
 
-    from workbench.core.pipeline import run_recipe
     from workbench.core.store import RunStore
     from workbench.recipe import ExportSection
+    from workbench.techniques import run_recipe
 
     r = Recipe(name="outside")
     r.model = ModelSection(source="python", path=str(cifar_file), class_name="ResNet18")

@@ -26,9 +26,9 @@ from workbench.core.measure.paired import (
     reliability_problems,
     time_paired,
 )
-from workbench.core.pipeline import run_recipe
 from workbench.core.store import RunStore
 from workbench.recipe import QuantizeSection
+from workbench.techniques import run_recipe
 
 from ..helpers import tiny_recipe
 

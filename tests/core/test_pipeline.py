@@ -4,8 +4,9 @@ import pytest
 
 from tests.helpers import tiny_recipe
 from workbench.core.events import CancelToken, RecordingReporter
-from workbench.core.pipeline import METRIC_KEYS, run_recipe
+from workbench.core.pipeline import METRIC_KEYS
 from workbench.core.store import RunStore
+from workbench.techniques import run_recipe
 
 
 def test_recipe_trains_evaluates_benchmarks_and_records_everything() -> None:

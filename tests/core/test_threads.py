@@ -13,8 +13,8 @@ import torch
 
 from tests.helpers import tiny_recipe
 from workbench.core.events import RecordingReporter, install_warning_hook, relay_warnings, suppress_warnings
-from workbench.core.pipeline import run_recipe
 from workbench.core.store import RunStore
+from workbench.techniques import run_recipe
 
 WORKBENCH = Path(__file__).resolve().parents[2] / "workbench"
 #: Code that runs on GUI job threads: everything but the GUI itself.

@@ -157,7 +157,7 @@ def test_prune_note_is_visible_and_says_unstructured_is_not_faster(qtbot) -> Non
 
 
 def test_quantize_panel_shows_vnni_and_int8_caveats(qtbot) -> None:
-    from workbench.techniques.quantize.engine import cpu_has_vnni
+    from workbench.techniques.quantize.methods import cpu_has_vnni
 
     panel = QuantizePanel()
     qtbot.addWidget(panel)

@@ -12,11 +12,12 @@ import torch
 from tests.helpers import tiny_recipe
 from workbench.core.kd import TeacherLogits, kd_loss
 from workbench.core.models import build_zoo_model, save_weights
-from workbench.core.pipeline import run_recipe
 from workbench.core.store import RunStore
 from workbench.errors import WorkbenchError
 from workbench.recipe import DistillSection, PruneSection
-from workbench.techniques.distill.engine import gap_closed, load_teacher
+from workbench.techniques import run_recipe
+from workbench.techniques.distill.stage import gap_closed
+from workbench.techniques.distill.teacher import load_teacher
 
 SHAPE = (3, 32, 32)
 

@@ -8,7 +8,7 @@ import torch
 
 from workbench.core.models import build_zoo_model
 from workbench.errors import RecipeError
-from workbench.techniques.early_exit.engine import (
+from workbench.techniques.early_exit.exits import (
     DEFAULT_EXITS,
     EarlyExitModel,
     ExitProfile,

@@ -13,6 +13,7 @@ import torch
 
 from workbench.core.measure.runtimes import OrtRuntime
 from workbench.core.models import ZOO, build_zoo_model
+from workbench.core.onnx_export import FP32_TOLERANCE, parity, torch_predict_fn
 from workbench.errors import WorkbenchError
 from workbench.techniques.export.bundle import (
     BundleInfo,
@@ -21,7 +22,7 @@ from workbench.techniques.export.bundle import (
     resolve_bundle_dir,
     write_bundle,
 )
-from workbench.techniques.export.engine import FP32_TOLERANCE, export_model, parity, torch_predict_fn
+from workbench.techniques.export.formats import export_model
 
 SHAPE = (3, 32, 32)
 

@@ -14,22 +14,20 @@ from tests.helpers import tiny_recipe
 from workbench.core.measure.runtimes import export_onnx_for_bench
 from workbench.core.models import build_zoo_model, save_weights
 from workbench.core.models.resize import load_pruned_weights
-from workbench.core.pipeline import run_recipe
 from workbench.core.precision import PrecisionPlan
 from workbench.core.store import RunStore
 from workbench.errors import WorkbenchError
 from workbench.recipe import PruneSection
-from workbench.techniques.prune.engine import (
-    classifier_layers,
+from workbench.techniques import run_recipe
+from workbench.techniques.prune.sensitivity import sensitivity_analysis
+from workbench.techniques.prune.structured import classifier_layers, layer_table, prune_structured
+from workbench.techniques.prune.unstructured import (
     has_pruning_leftovers,
-    layer_table,
     make_permanent,
-    prune_structured,
     prune_unstructured,
     sparsity_rows,
     unstructured_targets,
 )
-from workbench.techniques.prune.sensitivity import sensitivity_analysis
 
 SHAPE = (3, 32, 32)
 

@@ -13,18 +13,17 @@ import torch
 from workbench.core.data import load_dataset
 from workbench.core.measure.runtimes import OrtRuntime
 from workbench.core.models import build_zoo_model
+from workbench.core.onnx_export import export_onnx, ort_predict_fn, parity, torch_predict_fn
 from workbench.errors import ModelLoadError, WorkbenchError
 from workbench.recipe import DataSection
-from workbench.techniques.export.engine import export_onnx, ort_predict_fn, parity, torch_predict_fn
-from workbench.techniques.quantize.engine import (
+from workbench.techniques.quantize.layers import layer_sensitivity, nodes_for_modules
+from workbench.techniques.quantize.methods import (
     BatchCalibrationReader,
     calibration_batches,
     checked_onnx,
     convert_fp16,
     cpu_has_vnni,
     int8_speed_note,
-    layer_sensitivity,
-    nodes_for_modules,
     quantize_onnx,
     quantize_torch_dynamic,
     quantize_with_budget,
@@ -165,9 +164,10 @@ def test_quantize_stage_chooses_on_validation_and_reports_on_eval() -> None:
     """The accuracy-aware fallback scores candidates on the val split; before/after stay eval accuracy."""
     from tests.helpers import tiny_recipe
     from workbench.core.data import build_loader
-    from workbench.core.pipeline import evaluate_runtime, run_recipe
+    from workbench.core.pipeline import evaluate_runtime
     from workbench.core.store import RunStore
     from workbench.recipe import QuantizeSection
+    from workbench.techniques import run_recipe
 
     recipe = tiny_recipe(epochs=1, samples_per_class=24)
     recipe.data.eval_fraction, recipe.data.val_fraction = 0.3, 0.25
@@ -263,7 +263,8 @@ def test_stop_kills_the_native_step_and_leaves_no_output(setup: dict[str, Any], 
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Static calibration and fp16 conversion never check the cancel token: they run in a child process
     that is killed on Stop; the run sees Cancelled (recorded as cancelled, not failed) and no file is left."""
-    import workbench.techniques.quantize.engine as quantize
+    import workbench.techniques.quantize.methods as quantize
+
     from workbench.core.events import CancelToken
     from workbench.core.isolate import run_in_child
     from workbench.errors import Cancelled

@@ -110,8 +110,8 @@ def _recipe_for_export(args: argparse.Namespace) -> Any:
 def cmd_export(args: argparse.Namespace) -> int:
     from workbench.cli import CliReporter, print_summary
     from workbench.core.events import CancelToken
-    from workbench.core.pipeline import run_recipe
     from workbench.core.store import RunStore
+    from workbench.techniques import run_recipe
     from workbench.techniques.export.bundle import check_bundle_target, resolve_bundle_dir
 
     if args.formats:
@@ -178,7 +178,7 @@ def _calibration_from(path: str, shape: tuple[int, ...], samples: int, batch: in
     import numpy as np
 
     from workbench.core.measure.model_file import load_labelled_data
-    from workbench.techniques.quantize.engine import calibration_batches
+    from workbench.techniques.quantize.methods import calibration_batches
 
     p = Path(path).expanduser()
     if p.suffix.lower() == ".npy":
@@ -216,8 +216,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     )
     from workbench.core.measure.runtimes import OrtRuntime
     from workbench.core.models.loaders import onnx_file_size
-    from workbench.techniques.export.engine import ort_predict_fn, parity
-    from workbench.techniques.quantize.engine import cpu_has_vnni, quantize_onnx, synthetic_batches
+    from workbench.core.onnx_export import ort_predict_fn, parity
+    from workbench.techniques.quantize.methods import cpu_has_vnni, quantize_onnx, synthetic_batches
 
     mf = open_model_file(args.model, args.shape)  # safety checks + shapes (refuses bad external data)
     if mf.kind != "onnx":

@@ -1,8 +1,8 @@
 """Runs a recipe: load → (max batch) → train → measure baseline → optimization stages → measure final.
 
 The CLI and the GUI both call ``run_recipe``; the only difference is the reporter they pass.
-Optimization techniques plug in as ``Stage`` entries in ``OPTIMIZATION_STAGES`` (one engine module
-each: prune, distill, quantize, export). A stage receives the ``RunContext``, replaces
+Optimization techniques plug in as ``Stage`` entries that the caller passes (``workbench.techniques``
+holds the one ordered list). A stage receives the ``RunContext``, replaces
 ``ctx.module`` (or sets ``ctx.onnx_path``) with its result and returns its own before/after figures.
 """
 
@@ -12,7 +12,7 @@ import json
 import platform
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,32 +137,8 @@ class Stage:
     #: The stage trains the model itself (distillation: the student learns from a teacher), so the
     #: pipeline skips its own [train] step and baseline measurement; the stage sets ``ctx.baseline``.
     owns_training: bool = False
-    #: Where the stage runs in a chain; lower first. Import order of technique modules does not matter.
-    order: int = 50
-
-
-#: Filled by technique modules; kept sorted by ``Stage.order`` (prune 10 → distill 20 → quantize 30 → export 40).
-OPTIMIZATION_STAGES: list[Stage] = []
-
-
-def register_stage(stage: Stage) -> Stage:
-    """Add (or replace, on re-import) a technique stage, keeping the chain in ``order``."""
-    OPTIMIZATION_STAGES[:] = [s for s in OPTIMIZATION_STAGES if s.name != stage.name]
-    OPTIMIZATION_STAGES.append(stage)
-    OPTIMIZATION_STAGES.sort(key=lambda s: s.order)
-    return stage
-
-
-def _load_stage_modules() -> None:
-    """Import technique modules so they register their stages (kept lazy: they import heavy deps)."""
-    import importlib
-
-    for name in ("prune", "distill", "quantize", "export"):
-        try:
-            importlib.import_module(f"workbench.techniques.{name}.engine")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"workbench.techniques.{name}.engine":
-                raise
+    #: Checks to run before anything is recorded or computed (e.g. that an output folder can be written).
+    preflight: Callable[[Recipe], None] | None = None
 
 
 @dataclass
@@ -182,13 +158,17 @@ def run_recipe(
     reporter: Reporter | None = None,
     cancel: CancelToken | None = None,
     benchmark_only: bool = False,
+    stages: Sequence[Stage] = (),
 ) -> RunOutcome:
-    """Run a whole recipe and record it. Never raises for run failures: the outcome says what happened."""
+    """Run a whole recipe and record it. Never raises for run failures: the outcome says what happened.
+
+    ``stages`` are the optimization techniques in chain order; core knows none of them, so callers
+    use ``workbench.techniques.run_recipe``, which passes every technique's stage.
+    """
     store = store or RunStore()
     cancel = cancel or CancelToken()
     outer = reporter or Reporter()
     check_device_support(recipe, torch.cuda.is_available())  # before anything is recorded
-    _load_stage_modules()
     run_id = store.create_run(recipe.name, dumps_recipe(recipe), _model_label(recipe), recipe.techniques)
     rep = MultiReporter([StoreReporter(store, run_id), outer])
     run_started = getattr(outer, "run_started", None)
@@ -210,7 +190,7 @@ def run_recipe(
             ctx = RunContext(recipe, store, run_id, rep, cancel, plan, summary=summary, threads=threads)
             sampler = _start_telemetry(recipe, rep)
             summary["environment"]["device"] = device_description()
-            _run_stages(ctx, benchmark_only)
+            _run_stages(ctx, benchmark_only, stages)
         summary["status"] = "completed"
         store.finish_run(run_id, "completed", summary)
         return RunOutcome(run_id, "completed", summary)
@@ -259,12 +239,12 @@ def record_unfinished_run(store: RunStore, run_id: int, summary: dict[str, Any],
     return RunOutcome(run_id, status, summary, message, None if status == "cancelled" else exc, traceback_path)
 
 
-def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
+def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stage]) -> None:
     recipe, rep = ctx.recipe, ctx.reporter
-    if recipe.export is not None and recipe.export.bundle_dir and not benchmark_only:
-        from workbench.techniques.export.bundle import check_bundle_target, resolve_bundle_dir
-
-        check_bundle_target(resolve_bundle_dir(recipe.export.bundle_dir), recipe.export.force)  # before any work
+    stages = [] if benchmark_only else [s for s in all_stages if s.applies(recipe)]
+    for stage in stages:
+        if stage.preflight is not None:
+            stage.preflight(recipe)  # before any work: e.g. an export folder that cannot be written
     _stage_load(ctx)
     if recipe.batching.find_max_batch and ctx.module is not None:
         from workbench.core.batching import find_max_batch
@@ -280,7 +260,6 @@ def _run_stages(ctx: RunContext, benchmark_only: bool) -> None:
                 f"{res.budget_bytes / 2**30:.2f} GiB memory budget (batching.memory_budget_gb = "
                 f"{recipe.batching.memory_budget_gb:g}, 0 = half the free memory); raise the budget, or make the "
                 "model (model.width) or the inputs (data.image_size) smaller")
-    stages = [] if benchmark_only else [s for s in OPTIMIZATION_STAGES if s.applies(recipe)]
     owned = any(s.owns_training for s in stages)
     if recipe.train.epochs > 0 and not benchmark_only and not owned:
         _stage_train(ctx)

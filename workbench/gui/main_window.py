@@ -673,7 +673,7 @@ class MainWindow(QMainWindow):
         store = self.store
 
         def run(reporter: Any, cancel: Any) -> Any:
-            from workbench.core.pipeline import run_recipe
+            from workbench.techniques import run_recipe
 
             return run_recipe(recipe, store=store, reporter=reporter, cancel=cancel, benchmark_only=benchmark_only)
 

@@ -31,7 +31,7 @@ from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel
 from workbench.recipe import Recipe
 
-#: Model files a teacher may be (as ``workbench.techniques.distill.engine`` loads them).
+#: Model files a teacher may be (as ``workbench.techniques.distill.teacher`` loads them).
 TEACHER_SUFFIXES = (".py", ".pt2", ".ts", ".jit", ".torchscript", ".pt", ".pth", ".zip")
 DEFAULT_TEACHER = "zoo:resnet"
 MAX_LISTED_RUNS = 200

@@ -21,7 +21,7 @@ from workbench.gui.panels.prune import format_module_names, parse_module_names
 @functools.cache
 def vnni_status() -> bool | None:
     """Asked once: True/False from the CPU flags, None where they cannot be read."""
-    from workbench.techniques.quantize.engine import cpu_has_vnni
+    from workbench.techniques.quantize.methods import cpu_has_vnni
 
     return cpu_has_vnni()
 

@@ -30,7 +30,7 @@ from workbench.core.events import CancelToken, Reporter
 from workbench.core.models.locate import run_located
 from workbench.core.precision import PrecisionPlan, eval_mode
 from workbench.errors import WorkbenchError
-from workbench.techniques.prune.engine import build_pruner
+from workbench.techniques.prune.structured import build_pruner
 
 
 @dataclass
@@ -110,7 +110,7 @@ def sensitivity_analysis(
     ``module`` is never modified. Rows come back sorted by accuracy drop, most sensitive first.
     """
     from workbench.core.train import evaluate
-    from workbench.techniques.prune.engine import taylor_gradients
+    from workbench.techniques.prune.structured import taylor_gradients
 
     if not 0.0 < ratio < 1.0:
         raise WorkbenchError(f"sensitivity ratio = {ratio}: must be between 0 and 1 (exclusive), e.g. 0.5")

@@ -39,11 +39,9 @@ module names; ``nodes_for_modules`` maps them onto ONNX nodes through the dynamo
 
 from __future__ import annotations
 
-import ast
 import copy
-import math
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,19 +60,16 @@ from workbench.techniques.quantize.child_steps import (
     fp16_convert_file,
     static_quantize_file,
 )
+from workbench.techniques.quantize.layers import layer_sensitivity, nodes_for_modules
 
 __all__ = [
     "BatchCalibrationReader",
-    "LayerSensitivity",
     "QuantizeOutcome",
     "calibration_batches",
     "checked_onnx",
     "convert_fp16",
     "cpu_has_vnni",
     "int8_speed_note",
-    "layer_sensitivity",
-    "node_modules",
-    "nodes_for_modules",
     "preprocess_onnx",
     "quantize_dynamic_onnx",
     "quantize_onnx",
@@ -83,8 +78,6 @@ __all__ = [
     "quantize_with_budget",
 ]
 
-#: Ops whose error the sensitivity analysis ranks: the layers with weights (and attention matmuls).
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 #: Dynamic quantization: MatMul and Conv (onnxruntime has no dynamic Gemm). ConvInteger is slow on x86;
 #: it is still quantized so a CNN gets a (smaller) model, and the stage note says to use static.
 DYNAMIC_OPS = ("MatMul", "Conv")
@@ -379,180 +372,10 @@ def quantize_torch_dynamic(module: nn.Module) -> nn.Module:
     return q
 
 
-def _no_op_hook(module: nn.Module, args: Any) -> None:
-    return None
-
-
 # ----------------------------------------------------------------------------- name mapping
 
 
-def _scopes_from_metadata(node: Any) -> list[str] | None:
-    props = {p.key: p.value for p in node.metadata_props}
-    raw = props.get("pkg.torch.onnx.name_scopes")
-    if raw:
-        try:
-            scopes = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            scopes = None
-        if isinstance(scopes, list) and scopes:
-            # the last entry is the FX node (e.g. 'conv2d'), the rest are module paths
-            return [str(s) for s in scopes[:-1] if s]
-    ns = props.get("namespace")
-    if ns:  # ': pkg.Model/features: torch.nn.Sequential/features.0: ...' -> module paths
-        parts = [seg.split(":", 1)[0].strip() for seg in ns.split("/")]
-        return [p for p in parts[:-1] if p]
-    return None
-
-
-def node_modules(model: Any) -> dict[str, list[str]]:
-    """ONNX node name -> the PyTorch module paths it came from, outermost first.
-
-    Reads the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata (or ``namespace``); for
-    nodes without metadata (other exporters, nodes added by tools) falls back to the parameter
-    names of the initializers it consumes (``features.0.weight`` -> ``features.0``).
-    """
-    inits = {t.name for t in model.graph.initializer}
-    out: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        scopes = _scopes_from_metadata(node)
-        if not scopes:
-            scopes = [i.rsplit(".", 1)[0] for i in node.input if i in inits and "." in i]
-        out[node.name] = scopes
-    return out
-
-
-def _initializer_modules(node: Any, inits: set[str]) -> list[str]:
-    return [i.rsplit(".", 1)[0] for i in node.input if i in inits and "." in i]
-
-
-def nodes_for_modules(model: Any, module_names: Iterable[str]) -> dict[str, list[str]]:
-    """Map PyTorch module names (``quantize.exclude``) to the ONNX nodes they became.
-
-    A node belongs to module ``M`` when one of its name scopes is ``M`` or lies inside it
-    (``M.``...). When no node carries ``M`` in its scopes, nodes consuming a parameter of ``M``
-    (initializer ``M.weight``) are used: the exporter folds BatchNorm into the preceding Conv and
-    names that node after the BN, so a Conv module is found through its weight. Raises
-    ``WorkbenchError`` naming the module and listing the modules that do exist.
-    """
-    inits = {t.name for t in model.graph.initializer}
-    scopes = node_modules(model)
-    result: dict[str, list[str]] = {}
-    for raw in module_names:
-        name = raw.strip().removeprefix("_orig_mod.").removeprefix("module.")
-        hits = [n for n, sc in scopes.items() if any(s == name or s.startswith(name + ".") for s in sc)]
-        if not hits:
-            hits = [node.name for node in model.graph.node
-                    if any(m == name or m.startswith(name + ".") for m in _initializer_modules(node, inits))]
-        if not hits:
-            known = sorted({s for sc in scopes.values() for s in sc})
-            more = f" (+{len(known) - 12} more)" if len(known) > 12 else ""
-            raise WorkbenchError(f"quantize.exclude: no ONNX node comes from module {raw!r}; modules in this graph: "
-                                 f"{', '.join(known[:12]) or 'none (no export metadata)'}{more}")
-        result[raw] = hits
-    return result
-
-
-def _deepest_module(scopes: list[str]) -> str:
-    return scopes[-1] if scopes else ""
-
-
 # ---------------------------------------------------------------------------- sensitivity
-
-
-@dataclass
-class LayerSensitivity:
-    """How much error one layer adds when quantized (relative L2 error, output minus input)."""
-
-    node: str
-    op_type: str
-    module: str
-    error: float  # relative L2 error of this node's output, quantized vs float model
-    added_error: float  # error at the output minus error at its activation input (>= 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _with_outputs(model: Any, names: Sequence[str]) -> Any:
-    from onnx import TensorProto, helper
-
-    m = copy.deepcopy(model)
-    existing = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in existing:
-            m.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
-    return m
-
-
-def _run_with_outputs(model: Any, folder: Path, names: list[str], batches: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-    import onnx
-    import onnxruntime as ort
-
-    path = folder / f".sens-{id(model)}.onnx"
-    onnx.save(_with_outputs(model, names), str(path))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0].name
-    out_names = [o.name for o in sess.get_outputs() if o.name in set(names)]
-    try:
-        return [dict(zip(out_names, sess.run(out_names, {inp: b}), strict=True)) for b in batches]
-    finally:
-        del sess
-        path.unlink(missing_ok=True)
-
-
-def layer_sensitivity(float_path: Path, quant_path: Path, batches: Sequence[np.ndarray],
-                      ops: Sequence[str] = WEIGHTED_OPS) -> list[LayerSensitivity]:
-    """Rank weighted layers by the error quantizing them adds, from one side-by-side run.
-
-    Both models run on ``batches`` with every candidate node's output (and activation input)
-    exposed as a graph output; quantizers keep the original tensor names at the float boundary
-    of each quantized op, so the same tensors are comparable. Error accumulates through the
-    network, so each layer is scored by the error it *adds* (output error minus input error),
-    not by its raw output error, which would blame the last layers for everything upstream.
-    Sorted most sensitive first.
-    """
-
-    fmodel = read_onnx(float_path, external_data=True)
-    qmodel = read_onnx(quant_path, external_data=True)
-    inits = {t.name for t in fmodel.graph.initializer}
-    q_tensors = {o for n in qmodel.graph.node for o in n.output} | {i.name for i in qmodel.graph.input}
-    graph_input = onnx_input_name(fmodel)
-    cands = []
-    for node in fmodel.graph.node:
-        if node.op_type not in ops or not node.output or node.output[0] not in q_tensors:
-            continue
-        act_in = next((i for i in node.input if i and i not in inits), "")
-        cands.append((node, act_in))
-    if not cands:
-        return []
-    names = sorted({n.output[0] for n, _ in cands} | {a for _, a in cands if a and a != graph_input and a in q_tensors})
-    scopes = node_modules(fmodel)
-    folder = Path(quant_path).parent
-    f_runs = _run_with_outputs(fmodel, folder, names, batches)
-    q_runs = _run_with_outputs(qmodel, folder, names, batches)
-
-    def rel_err(name: str) -> float:
-        if name == graph_input or not name:
-            return 0.0
-        num = den = 0.0
-        for f, q in zip(f_runs, q_runs, strict=True):
-            if name not in f or name not in q:
-                return 0.0
-            a, b = f[name].astype(np.float64), q[name].astype(np.float64)
-            num += float(np.sum((a - b) ** 2))
-            den += float(np.sum(a ** 2))
-        return math.sqrt(num / den) if den > 0 else 0.0
-
-    out = []
-    for node, act_in in cands:
-        e_out = rel_err(node.output[0])
-        e_in = rel_err(act_in)
-        out.append(LayerSensitivity(node.name, node.op_type, _deepest_module(scopes.get(node.name, [])),
-                                    e_out, max(0.0, e_out - e_in)))
-    out.sort(key=lambda s: (s.added_error, s.error), reverse=True)
-    return out
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -712,143 +535,5 @@ def quantize_with_budget(src: str | Path, dst: str | Path, *, method: str, evalu
 # ------------------------------------------------------------------------------------- stage
 
 
-def _state_size(module: nn.Module) -> int:
-    """Serialized size of a module's state (quantized Linear weights are packed, not parameters)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(module.state_dict(), buf)
-    return buf.tell()
-
-
-def run_quantize_stage(ctx: Any) -> dict[str, Any]:
-    """The ``quantize`` stage: export the float model, quantize, measure both side by side.
-
-    ONNX methods set ``ctx.onnx_path`` to the quantized file (``ctx.module`` stays the float
-    model, so a later export stage can still write pt2/safetensors); ``torch_dynamic`` leaves
-    both alone and reports the quantized module's figures.
-    """
-    from workbench.core.measure.runtimes import OrtRuntime
-    from workbench.core.onnx_export import (
-        eval_input_batches,
-        export_onnx,
-        ort_predict_fn,
-        parity,
-        torch_predict_fn,
-    )
-    from workbench.core.pipeline import evaluate_runtime
-    from workbench.core.precision import unwrap
-    from workbench.errors import RecipeError
-
-    recipe, rep = ctx.recipe, ctx.reporter
-    sec = recipe.quantize
-    threads = recipe.export.ort_threads if recipe.export else recipe.bench.threads
-    level = recipe.export.ort_optimization if recipe.export else "all"
-    work = ctx.artifacts / "quantize"
-    work.mkdir(parents=True, exist_ok=True)
-    eval_batches = eval_input_batches(ctx.eval_loader, recipe.export.parity_batches if recipe.export else 4)
-    record: dict[str, Any] = {"name": "quantize", "method": sec.method, "baseline": ctx.baseline,
-                              "cpu_vnni": cpu_has_vnni()}
-
-    if sec.method == "torch_dynamic":
-        if ctx.module is None:
-            raise RecipeError("quantize.method = 'torch_dynamic' needs a PyTorch model; for an ONNX model use "
-                              "'dynamic' or 'static'")
-        if ctx.plan.device.type != "cpu":
-            raise RecipeError("quantize.method = 'torch_dynamic' runs on CPU only; set precision.device = 'cpu' "
-                              "or use an onnxruntime method")
-        float_module = unwrap(ctx.module)
-        before = ctx.stages[-1]["after"] if ctx.stages and ctx.stages[-1].get("after") else ctx.baseline
-        qmodule = quantize_torch_dynamic(float_module)
-        after = ctx.measure("quantize", module=qmodule)
-        after["size_bytes"] = _state_size(qmodule)
-        after["runtime"] = "torch dynamic int8"
-        record["parity"] = parity(torch_predict_fn(float_module.cpu()), torch_predict_fn(qmodule),
-                                  eval_batches).to_dict()
-        float_module.to(ctx.plan.device)
-        notes = ["the INT8 PyTorch module lives in this run only; export stages write the float model"]
-        ctx.add_checkpoint("quantize", "torch eager dynamic INT8", module=qmodule, precision_plan=False)
-    else:
-        if ctx.module is not None:
-            opset = recipe.export.opset if recipe.export else 18
-            float_path = export_onnx(unwrap(ctx.module), ctx.input_shape, work / "model-fp32.onnx", opset)
-            unwrap(ctx.module).to(ctx.plan.device)
-        elif ctx.onnx_path is not None:
-            float_path = Path(ctx.onnx_path)
-        else:  # pragma: no cover - the pipeline always loads one or the other
-            raise WorkbenchError("quantize: no model to quantize")
-        before = ctx.measure("quantize:fp32", onnx_path=float_path)
-        before["size_bytes"] = _onnx_size(float_path)
-
-        def evaluate(path: Path) -> float:
-            """Accuracy on the validation split: the fallback chooses there, the record reports on eval."""
-            rt = OrtRuntime(path, threads=threads, optimization=level)
-            try:
-                return evaluate_runtime(rt, ctx.val_loader, ctx.cancel)
-            finally:
-                rt.close()
-
-        batches = None
-        if sec.method == "static" or sec.max_accuracy_drop > 0:
-            n = sec.calibration_samples if sec.method == "static" else min(64, sec.calibration_samples)
-            rep.log(f"quantize: {n} calibration samples from the train split (eval transforms)")
-            batches = calibration_batches(ctx.data.train, ctx.data.eval, n, seed=recipe.data.seed)
-        ctx.cancel.raise_if_cancelled()
-        float_val_accuracy = evaluate(float_path)
-        out = quantize_with_budget(float_path, work / f"model-{sec.method}.onnx", method=sec.method,
-                                   evaluate=evaluate, float_accuracy=float_val_accuracy,
-                                   max_accuracy_drop=sec.max_accuracy_drop, per_channel=sec.per_channel,
-                                   calibration=sec.calibration, batches=batches, preprocess=sec.preprocess,
-                                   exclude_modules=sec.exclude, reporter=rep, cancel=ctx.cancel)
-        after = ctx.measure("quantize", onnx_path=out.path)
-        after["size_bytes"] = _onnx_size(out.path)
-        ref_rt = OrtRuntime(float_path, threads=threads, optimization=level)
-        q_rt = OrtRuntime(out.path, threads=threads, optimization=level)
-        try:
-            record["parity"] = parity(ort_predict_fn(ref_rt), ort_predict_fn(q_rt), eval_batches).to_dict()
-        finally:
-            ref_rt.close()
-            q_rt.close()
-        ctx.onnx_path = out.path
-        ctx.store.add_artifact(ctx.run_id, "onnx", out.path, {"method": sec.method, "float": str(float_path)})
-        last = ctx.last_checkpoint
-        if last is not None and last.runtime_kind == "torch":
-            # The runtime switch is its own cause: time the float model on onnxruntime as a step of its own.
-            ctx.add_checkpoint("runtime switch", "onnxruntime fp32", onnx_path=float_path)
-        kind = "fp16" if sec.method == "fp16" else f"{sec.method} INT8"
-        ctx.add_checkpoint("quantize", f"onnxruntime {kind}", onnx_path=out.path)
-        record.update(onnx_path=str(out.path), float_onnx_path=str(float_path), quantization=out.to_dict(),
-                      selection={"split": "validation", "float_accuracy": float_val_accuracy,
-                                 "quantized_accuracy": out.accuracy})
-        notes = list(out.notes)
-        if out.kept_float:
-            record["kept_float"] = [k.get("module") or k["node"] for k in out.kept_float]
-    record["before"], record["after"] = before, after
-    if before.get("accuracy") is not None and after.get("accuracy") is not None:
-        record["accuracy_drop_points"] = (before["accuracy"] - after["accuracy"]) * 100
-    if before.get("size_bytes") and after.get("size_bytes"):
-        record["size_ratio"] = after["size_bytes"] / before["size_bytes"]
-    if before.get("latency_ms_p50") and after.get("latency_ms_p50"):
-        record["speedup_vs_float"] = before["latency_ms_p50"] / after["latency_ms_p50"]
-    if ctx.baseline and ctx.baseline.get("latency_ms_p50") and after.get("latency_ms_p50"):
-        record["speedup_vs_baseline"] = ctx.baseline["latency_ms_p50"] / after["latency_ms_p50"]
-    speed = int8_speed_note(before, after, sec.method)
-    record["note"] = "; ".join(n for n in [speed, *notes] if n)
-    if speed:
-        rep.log(f"quantize: {speed}", "warning")
-    return record
-
-
-def _onnx_size(path: Path) -> int:
-    from workbench.core.models.loaders import onnx_file_size
-
-    return onnx_file_size(Path(path))
-
-
-def _register() -> None:
-    from workbench.core.pipeline import Stage, register_stage
-
-    register_stage(Stage("quantize", applies=lambda r: r.quantize is not None, run=run_quantize_stage, order=30))
-
-
-_register()
+def _no_op_hook(module: nn.Module, args: Any) -> None:
+    return None
