@@ -1,4 +1,4 @@
-"""Dataset sources: turn a recipe's ``[data]`` section into picklable train/eval datasets.
+"""Dataset sources: turn a recipe's ``[data]`` section into picklable train/val/eval datasets.
 
 Sources: ``default`` (generated shapes PNGs), ``synthetic`` (random tensors), ``image_folder``,
 ``csv`` (tabular), ``npz`` and ``mnist`` (IDX files).
@@ -29,8 +29,9 @@ They keep their native image size (``data.image_size`` applies to image folders 
 File layouts:
 - npz: ``np.load(allow_pickle=False)``; arrays ``x_train``/``y_train`` (+ ``x_test``/``y_test``, which
   then define the eval split, and ``x_val``/``y_val``, which define the validation split) or one of
-  the pairs in ``NPZ_PAIRS`` (x/y, X/y, images/labels, data/target, data/targets, inputs/targets). 2-D x is tabular; (N,H,W), NHWC or NCHW is images
-  (uint8 is scaled and normalised, float is used as is). Object arrays are refused.
+  the pairs in ``NPZ_PAIRS`` (x/y, X/y, images/labels, data/target, data/targets, inputs/targets).
+  2-D x is tabular; (N,H,W), NHWC or NCHW is images (uint8 is scaled and normalised, float is used
+  as is). Object arrays are refused.
 - mnist: a folder with ``train-images-idx3-ubyte[.gz]`` + ``train-labels-idx1-ubyte[.gz]`` (optional
   ``t10k-*`` pair = eval split), or the path of an images file with its labels file beside it.
 - csv: header row; every column except ``data.label_column`` must be numeric; labels may be ints
@@ -643,7 +644,11 @@ def _tabular_bundle(
 
 
 def _split_arrays(
-    x: np.ndarray, codes: np.ndarray, section: DataSection, where: str, val: tuple[np.ndarray, np.ndarray] | None = None
+    x: np.ndarray,
+    codes: np.ndarray,
+    section: DataSection,
+    where: str,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> _Splits:
     """One labelled pool: eval and (unless the file has its own ``val``) validation are carved from it."""
     keep = _subsample(len(codes), section.limit, section.seed)
@@ -653,8 +658,10 @@ def _split_arrays(
         tr, va = carve_validation(tr, codes, section.val_fraction, section.seed)
         _check_split(tr, va, ev, where)
         return _Splits(x[tr], codes[tr], x[va], codes[va], x[ev], codes[ev])
-    _check_split(tr, val[1], ev, where)
-    return _Splits(x[tr], codes[tr], val[0], val[1], x[ev], codes[ev])
+    cap_va = max(1, int(round(len(tr) * section.val_fraction))) if section.limit else 0
+    kva = _subsample(len(val[1]), cap_va, section.seed + 2)
+    _check_split(tr, kva, ev, where)
+    return _Splits(x[tr], codes[tr], val[0][kva], val[1][kva], x[ev], codes[ev])
 
 
 def _predefined_arrays(
@@ -739,9 +746,10 @@ def _load_npz(section: DataSection) -> DatasetBundle:
                 val = get("x_val"), get("y_val")
                 _check_x(val[0], str(path), "x_val")
                 _check_len(val[0], val[1], path, "x_val", "y_val")
-                if val[0].shape[1:] != x_tr.shape[1:]:
+                if val[0].shape[1:] != x_tr.shape[1:] or (val[0].dtype == np.uint8) != (x_tr.dtype == np.uint8):
                     raise DataLoadError(
-                        f"{path}: x_train samples are {x_tr.shape[1:]} but x_val samples are {val[0].shape[1:]}"
+                        f"{path}: x_train samples are {x_tr.shape[1:]} {x_tr.dtype} but x_val samples are "
+                        f"{val[0].shape[1:]} {val[0].dtype}; save both with the same shape and dtype"
                     )
             if "x_test" in names_found and "y_test" in names_found:
                 x_ev, y_ev = get("x_test"), get("y_test")
