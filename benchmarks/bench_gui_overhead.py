@@ -47,7 +47,7 @@ from workbench.techniques import run_recipe  # noqa: E402
 
 
 def bench_recipe(epochs: int) -> Recipe:
-    from workbench.cli import quickstart_recipe_path
+    from workbench.core.paths import quickstart_recipe_path
 
     r = load_recipe(quickstart_recipe_path())
     r.name = "gui-overhead"

@@ -15,10 +15,6 @@ import pytest
 import tomli_w
 from PySide6.QtCore import QItemSelectionModel, Qt
 
-from workbench.gui.panels.distill import DistillPanel
-from workbench.gui.panels.export import ExportPanel
-from workbench.gui.panels.prune import PrunePanel
-from workbench.gui.panels.quantize import QuantizePanel
 from workbench.recipe import (
     DistillSection,
     ExportSection,
@@ -28,6 +24,10 @@ from workbench.recipe import (
     load_recipe,
     loads_recipe,
 )
+from workbench.techniques.distill.panel import DistillPanel
+from workbench.techniques.export.panel import ExportPanel
+from workbench.techniques.prune.panel import PrunePanel
+from workbench.techniques.quantize.panel import QuantizePanel
 
 CHAIN = Path(__file__).resolve().parents[2] / "resources" / "recipes" / "chain.toml"
 

@@ -264,7 +264,6 @@ def test_stop_kills_the_native_step_and_leaves_no_output(setup: dict[str, Any], 
     """Static calibration and fp16 conversion never check the cancel token: they run in a child process
     that is killed on Stop; the run sees Cancelled (recorded as cancelled, not failed) and no file is left."""
     import workbench.techniques.quantize.methods as quantize
-
     from workbench.core.events import CancelToken
     from workbench.core.isolate import run_in_child
     from workbench.errors import Cancelled

@@ -41,3 +41,10 @@ def artifacts_dir(run_id: int) -> Path:
     d = workbench_home() / "artifacts" / f"run-{run_id:06d}"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def quickstart_recipe_path() -> Path:
+    """The recipe ``make run`` opens and the headless fallback runs."""
+    from workbench import RESOURCES
+
+    return RESOURCES / "recipes" / "quickstart.toml"

@@ -85,7 +85,7 @@ def app_settings() -> QSettings:
 
 
 def quickstart_path() -> Path:
-    from workbench.cli import quickstart_recipe_path
+    from workbench.core.paths import quickstart_recipe_path
 
     return quickstart_recipe_path()
 

@@ -1,19 +1,19 @@
-"""Recipe panels, one per recipe section, found by a registry so a new technique is one new file.
+"""Recipe panels, one per recipe section: the core sections' here, each technique's in its own folder.
 
-To add a panel (e.g. for ``[prune]``): copy ``loader.py`` to ``prune.py``, set ``section_name``,
-``title``, ``description`` (and ``optional = True`` for a section that is ``None`` when off),
-declare its controls in ``build`` and keep the ``@register_panel(order=...)`` decorator. Every
-module in this package is imported by ``panel_classes()``, and the main window shows the panels
-in ``order``: nothing else needs to change.
+A panel module declares its class with ``@register_panel(order=...)``; ``panel_classes`` imports the
+core panel modules listed in ``CORE_PANELS`` and each technique's ``panel.py`` (from the one list in
+``workbench.techniques``), and the main window shows them in ``order``.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable
 
 from workbench.gui.panels.base import FieldErrors, PanelHost, RecipePanel
+
+#: The core sections' panels, in this package.
+CORE_PANELS = ("model", "data", "train", "precision", "batching", "loader", "bench")
 
 _REGISTRY: dict[str, tuple[int, type[RecipePanel]]] = {}
 
@@ -31,11 +31,13 @@ def register_panel(order: int) -> Callable[[type[RecipePanel]], type[RecipePanel
 
 
 def panel_classes() -> list[type[RecipePanel]]:
-    """Every registered panel class, in display order (imports all panel modules first)."""
-    for info in pkgutil.iter_modules(__path__, f"{__name__}."):
-        if info.name.rsplit(".", 1)[-1] != "base":
-            importlib.import_module(info.name)
+    """Every panel class, core sections' and techniques', in display order."""
+    from workbench import techniques
+
+    for name in CORE_PANELS:
+        importlib.import_module(f"{__name__}.{name}")
+    techniques.panel_modules()
     return [cls for _order, cls in sorted(_REGISTRY.values(), key=lambda oc: oc[0])]
 
 
-__all__ = ["FieldErrors", "PanelHost", "RecipePanel", "panel_classes", "register_panel"]
+__all__ = ["CORE_PANELS", "FieldErrors", "PanelHost", "RecipePanel", "panel_classes", "register_panel"]

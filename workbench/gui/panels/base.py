@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -476,3 +477,24 @@ class RecipePanel(QWidget):
     def errors(self) -> dict[str, str]:
         """Messages currently shown, by field."""
         return dict(self._errors)
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+
+
+def parse_module_names(text: str) -> list[str]:
+    """'features.0, classifier' -> ['features.0', 'classifier'] (PyTorch module names, as named_modules gives them).
+
+    A clear ValueError for anything that cannot be a module name, so a typo is flagged at the
+    control instead of silently matching nothing.
+    """
+    names = [p.strip() for p in text.replace(";", ",").replace("\n", ",").split(",") if p.strip()]
+    bad = [n for n in names if not _MODULE_NAME.match(n)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a module name; write dotted names from the model's layer list, "
+                         "e.g. features.0, classifier")
+    return names
+
+
+def format_module_names(names: Sequence[str]) -> str:
+    return ", ".join(names)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.cli import EXIT_CANCELLED, CliReporter, add_command
+from workbench.cli.common import EXIT_CANCELLED, CliReporter, Command
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -53,4 +53,5 @@ def handler(args: argparse.Namespace) -> int:
     return 0
 
 
-add_command("report", configure, handler)
+
+COMMANDS = [Command("report", "write a self-contained HTML report of stored runs (first = baseline)", configure, handler)]

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from workbench.cli import CliReporter, add_command, plain_console
+from workbench.cli.common import CliReporter, Command, plain_console
 
 
 def _ratio(text: str) -> float:
@@ -87,4 +87,5 @@ def handler(args: argparse.Namespace) -> int:
     return 0
 
 
-add_command("sensitivity", configure, handler)
+
+COMMANDS = [Command("sensitivity", "which layers tolerate pruning: per-group accuracy drop on the validation split", configure, handler)]

@@ -16,8 +16,7 @@ changed without that click.
 from __future__ import annotations
 
 import html
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ from PySide6.QtWidgets import (
 from workbench.core.budget import over_budget
 from workbench.core.events import CancelToken, Reporter
 from workbench.gui.panels import register_panel
-from workbench.gui.panels.base import RecipePanel
+from workbench.gui.panels.base import RecipePanel, format_module_names, parse_module_names
 from workbench.recipe import PruneSection, Recipe
 
 SENSITIVITY_JOB = "Sensitivity analysis"
@@ -48,26 +47,6 @@ SENSITIVITY_JOB = "Sensitivity analysis"
 HOT_COLOUR = "#d9534f"
 BAR_COLOUR = "#5b8def"
 SELECTED_COLOUR = "#f0a030"
-
-_MODULE_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
-
-
-def parse_module_names(text: str) -> list[str]:
-    """'features.0, classifier' -> ['features.0', 'classifier'] (PyTorch module names, as named_modules gives them).
-
-    A clear ValueError for anything that cannot be a module name, so a typo is flagged at the
-    control instead of silently matching nothing.
-    """
-    names = [p.strip() for p in text.replace(";", ",").replace("\n", ",").split(",") if p.strip()]
-    bad = [n for n in names if not _MODULE_NAME.match(n)]
-    if bad:
-        raise ValueError(f"{bad[0]!r} is not a module name; write dotted names from the model's layer list, "
-                         "e.g. features.0, classifier")
-    return names
-
-
-def format_module_names(names: Sequence[str]) -> str:
-    return ", ".join(names)
 
 
 def sensitivity_job(recipe: Recipe, store: Any = None) -> Callable[[Reporter, CancelToken], Any]:

@@ -14,8 +14,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QLabel
 
 from workbench.gui.panels import register_panel
-from workbench.gui.panels.base import RecipePanel
-from workbench.gui.panels.prune import format_module_names, parse_module_names
+from workbench.gui.panels.base import RecipePanel, format_module_names, parse_module_names
 
 
 @functools.cache

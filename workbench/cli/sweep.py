@@ -11,12 +11,12 @@ import json
 import sys
 from typing import Any
 
-from workbench.cli import (
+from workbench.cli.common import (
     EXIT_CANCELLED,
     EXIT_INTERNAL_ERROR,
     EXIT_USER_ERROR,
     CliReporter,
-    add_command,
+    Command,
     error_line,
     int_list,
     plain_console,
@@ -183,4 +183,5 @@ def print_sweep(run_id: int, sw: dict[str, Any]) -> None:
         console.print(f"not measured: {s['what']}: {s['reason']}", style="yellow")
 
 
-add_command("sweep", configure, handler)
+
+COMMANDS = [Command("sweep", "sweep batch sizes, precisions and loader settings of a recipe (one stored run)", configure, handler)]
