@@ -13,14 +13,11 @@ import torch
 from PIL import Image
 
 from workbench.core.data import default_dataset as dd
+from workbench.core.data.arrays import read_idx
+from workbench.core.data.datasets import ImageFolderDataset, sample_previews
 from workbench.core.data.loader import build_loader, measure_loader_throughput
-from workbench.core.data.sources import (
-    ImageFolderDataset,
-    load_dataset,
-    read_idx,
-    sample_previews,
-    stratified_split,
-)
+from workbench.core.data.sources import load_dataset
+from workbench.core.data.splits import stratified_split
 from workbench.core.data.transforms import ImageTransform, normalize, random_crop, random_hflip
 from workbench.core.events import CancelToken
 from workbench.errors import Cancelled, DataLoadError

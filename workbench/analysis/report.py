@@ -392,7 +392,7 @@ def _png_data_uri(img: Any, scale: int = 3) -> str:
 
 def _pick_indices(targets: Any, num_classes: int, n: int) -> list[int]:
     """Deterministic eval samples spread over classes (the same pick as the GUI's thumbnails)."""
-    from workbench.core.data.sources import balanced_indices
+    from workbench.core.data.datasets import balanced_indices
 
     return balanced_indices(targets, num_classes, n)
 
@@ -403,7 +403,7 @@ def _predictions(store: Any, runs: Sequence[Any], cancel: CancelToken) -> dict[s
     import torch
 
     from workbench.core.data import load_dataset
-    from workbench.core.data.sources import to_hwc_uint8
+    from workbench.core.data.datasets import to_hwc_uint8
     from workbench.core.models import load_model, load_weights
     from workbench.recipe import loads_recipe
 
