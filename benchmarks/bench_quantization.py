@@ -42,11 +42,14 @@ from _common import (  # noqa: E402
 from workbench.core.data import build_loader, load_dataset  # noqa: E402
 from workbench.core.events import CancelToken, Reporter  # noqa: E402
 from workbench.core.measure.paired import Contestant, PairedTiming, choose_threads, time_paired  # noqa: E402
-from workbench.core.measure.runtimes import OrtRuntime, TorchRuntime  # noqa: E402
+from workbench.core.measure.runtimes import (  # noqa: E402
+    OrtRuntime,
+    TorchRuntime,
+    evaluate_runtime,  # noqa: E402
+)
 from workbench.core.measure.timing import fixed_threads  # noqa: E402
 from workbench.core.models import build_zoo_model, load_weights  # noqa: E402
 from workbench.core.onnx_export import export_onnx  # noqa: E402
-from workbench.core.pipeline import evaluate_runtime  # noqa: E402
 from workbench.core.precision import resolve_precision  # noqa: E402
 from workbench.core.train import train  # noqa: E402
 from workbench.recipe import Recipe  # noqa: E402

@@ -4,7 +4,7 @@ import pytest
 
 from tests.helpers import tiny_recipe
 from workbench.core.events import CancelToken, RecordingReporter
-from workbench.core.pipeline import METRIC_KEYS
+from workbench.core.measure.figures import METRIC_KEYS
 from workbench.core.store import RunStore
 from workbench.techniques import run_recipe
 

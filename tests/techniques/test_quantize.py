@@ -164,7 +164,7 @@ def test_quantize_stage_chooses_on_validation_and_reports_on_eval() -> None:
     """The accuracy-aware fallback scores candidates on the val split; before/after stay eval accuracy."""
     from tests.helpers import tiny_recipe
     from workbench.core.data import build_loader
-    from workbench.core.pipeline import evaluate_runtime
+    from workbench.core.measure.runtimes import evaluate_runtime
     from workbench.core.store import RunStore
     from workbench.recipe import QuantizeSection
     from workbench.techniques import run_recipe

@@ -165,8 +165,7 @@ def verify_onnx(path: Path, reference: Callable[[np.ndarray], np.ndarray], batch
                 eval_loader: Iterable[Any] | None = None, *, threads: int = 0, optimization: str = "all",
                 cancel: CancelToken | None = None) -> tuple[ParityReport, float | None]:
     """Parity of an ONNX file against ``reference`` and (with a loader) its eval accuracy under onnxruntime."""
-    from workbench.core.measure.runtimes import OrtRuntime
-    from workbench.core.pipeline import evaluate_runtime
+    from workbench.core.measure.runtimes import OrtRuntime, evaluate_runtime
 
     rt = OrtRuntime(path, threads=threads, optimization=optimization)
     try:

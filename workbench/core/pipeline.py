@@ -23,11 +23,8 @@ from torch import nn
 from workbench import __version__
 from workbench.core.events import CancelToken, MultiReporter, Reporter, relay_warnings
 from workbench.core.measure.paired import (
-    ContentionMonitor,
-    Contestant,
     ThreadChoice,
     choose_threads,
-    time_paired,
 )
 from workbench.core.paths import artifacts_dir, workbench_home
 from workbench.core.precision import PrecisionPlan, prepare_module, resolve_precision, unwrap
@@ -35,10 +32,6 @@ from workbench.core.store import RunStore, StoreReporter
 from workbench.core.telemetry import device_description
 from workbench.errors import Cancelled, ModelLoadError, RecipeError, WorkbenchError, short
 from workbench.recipe import Recipe, check_device_support, dumps_recipe
-
-#: The keys every measured model reports (CLI `--json`, runs table, comparisons).
-METRIC_KEYS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "throughput", "params", "size_bytes",
-               "train_samples_per_s")
 
 
 @dataclass
@@ -93,6 +86,8 @@ class RunContext:
     def measure(self, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,
                 train_samples_per_s: float | None = None) -> dict[str, Any]:
         """Accuracy on the eval split plus honest latency/throughput for a torch module or an ONNX file."""
+        from workbench.core.measure.figures import measure_model
+
         return measure_model(self, label, module=module, onnx_path=onnx_path,
                              train_samples_per_s=train_samples_per_s)
 
@@ -291,6 +286,8 @@ def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stag
     if ctx.module is not None and ctx.loaded.kind != "onnx" and not benchmark_only:
         ctx.save_weights(ctx.module)
     if stages:
+        from workbench.core.measure.figures import paired_speedup
+
         speedup = paired_speedup(ctx)
         if speedup is not None:
             ctx.summary["speedup"] = speedup
@@ -374,158 +371,6 @@ def _stage_train(ctx: RunContext) -> None:
     verdict = loader_verdict(ctx.train_result.data_wait_s, ctx.train_result.compute_s, ctx.recipe)
     ctx.summary["loader_verdict"] = verdict.to_dict()
     ctx.reporter.log(verdict.message)
-
-
-def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,
-                  train_samples_per_s: float | None = None) -> dict[str, Any]:
-    """The standard figures for one model: eval accuracy, latency p50/p95, throughput, params, size."""
-    from workbench.core.measure.runtimes import OrtRuntime, TorchRuntime, bench_runtime, export_onnx_for_bench
-    from workbench.core.measure.timing import bench_torch
-
-    recipe, rep = ctx.recipe, ctx.reporter
-    bench = recipe.bench
-    stage = f"measure:{label}"
-    rep.stage_started(stage)
-    out: dict[str, Any] = {"label": label}
-    threads = ctx.thread_count
-    timing = dict(warmup=bench.warmup, iters=bench.iters, min_time_s=bench.min_time_s, max_time_s=bench.max_time_s,
-                  cancel=ctx.cancel, threads=threads)
-    monitor = ContentionMonitor()
-    if module is None:
-        assert onnx_path is not None, "measure needs a torch module or an ONNX file"
-        runtime = OrtRuntime(onnx_path, threads=threads)
-        try:
-            out["accuracy"] = evaluate_runtime(runtime, ctx.eval_loader, ctx.cancel)
-            with monitor:
-                stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, **timing) if bench.enabled else []
-        finally:
-            runtime.close()
-        from workbench.core.models import summarize_onnx
-        from workbench.core.models.loaders import onnx_file_size
-
-        s = summarize_onnx(onnx_path)
-        out.update(params=s.params, size_bytes=onnx_file_size(onnx_path), runtime="onnxruntime")
-    else:
-        from workbench.core.models import summarize
-        from workbench.core.train import evaluate
-
-        out["accuracy"] = evaluate(module, ctx.eval_loader, ctx.plan, ctx.cancel)["accuracy"]
-        stats = []
-        if bench.enabled:
-            with monitor:
-                stats = bench_torch(module, ctx.input_shape, bench.batch_sizes, device=str(ctx.plan.device),
-                                    autocast=ctx.plan.autocast_dtype, channels_last=ctx.plan.channels_last,
-                                    reporter=rep, **timing)
-        s = summarize(unwrap(module), ctx.input_shape)
-        out.update(params=s.params, size_bytes=s.size_bytes, macs=s.macs, runtime=f"torch {ctx.plan.label}")
-        # Other runtimes side by side, so the user sees which wins on this machine.
-        extra = [r for r in bench.runtimes if r != "eager"] if bench.enabled else []
-        if extra:
-            out["runtimes"] = {"eager": [st.to_dict() for st in stats]}
-        for name in extra:
-            ctx.cancel.raise_if_cancelled()
-            if name == "compile":
-                rt = TorchRuntime(unwrap(module), device=str(ctx.plan.device), autocast_dtype=ctx.plan.autocast_dtype,
-                                  channels_last=ctx.plan.channels_last, compile=True)
-            else:
-                path = ctx.artifacts / f"bench-{label}.onnx"
-                export_onnx_for_bench(unwrap(module).cpu(), ctx.input_shape, path)
-                unwrap(module).to(ctx.plan.device)
-                rt = OrtRuntime(path, threads=threads)
-            try:
-                out["runtimes"][name] = [st.to_dict() for st in bench_runtime(rt, ctx.input_shape, bench.batch_sizes,
-                                                                              **timing)]
-            finally:
-                rt.close()
-    out["train_samples_per_s"] = train_samples_per_s
-    out["threads"] = threads or torch.get_num_threads()
-    if monitor.load is not None:
-        out["contention"] = monitor.load.to_dict()
-        if monitor.load.contended:
-            rep.log(f"{label}: other processes used {monitor.load.others_cores:.2f} CPU cores while timing; "
-                    "these figures are slower than on a quiet machine", "warning")
-    if stats:
-        first, best = stats[0], max(stats, key=lambda st: st.throughput)
-        out.update(latency_ms_p50=first.p50_ms, latency_ms_p95=first.p95_ms, latency_batch=first.batch_size,
-                   throughput=best.throughput, throughput_batch=best.batch_size,
-                   bench=[st.to_dict() for st in stats])
-        for st in stats:
-            rep.metrics(stage, st.batch_size, {"latency_ms_p50": st.p50_ms, "throughput": st.throughput})
-    else:
-        out.update(latency_ms_p50=None, latency_ms_p95=None, throughput=None)
-    rep.log(f"{label}: accuracy {out['accuracy']:.4f}" + (
-        f", latency p50 {out['latency_ms_p50']:.3f} ms @ batch {out['latency_batch']}, "
-        f"throughput {out['throughput']:.0f} samples/s @ batch {out['throughput_batch']}" if stats else ""))
-    rep.stage_finished(stage, out)
-    return out
-
-
-def paired_speedup(ctx: RunContext) -> dict[str, Any] | None:
-    """Time the run's checkpoints (baseline → each step's result) in interleaved rounds; the ``speedup`` record.
-
-    None when there is nothing to compare (fewer than two checkpoints) or timing is switched off.
-    Logs the headline, its split by cause, and a warning with the reason when it is unreliable.
-    """
-    from workbench.core.measure.comparison import speedup_sentence
-    from workbench.core.measure.runtimes import OrtRuntime, TorchRuntime
-
-    bench = ctx.recipe.bench
-    if len(ctx.checkpoints) < 2 or not bench.enabled or not bench.paired:
-        return None
-    rep = ctx.reporter
-    stage = "paired timing"
-    rep.stage_started(stage)
-    # Auto threads are chosen again here: the load may have changed since the run started, and all
-    # contestants share whatever is chosen, so the ratio stays fair (the choice is recorded with it).
-    threads = choose_threads(bench.threads) if bench.threads == 0 else (
-        ctx.threads or choose_threads(bench.threads, probe_s=0.0))
-    contestants: list[Contestant] = []
-    memory_formats: list[nn.Module] = []
-    try:
-        for cp in ctx.checkpoints:
-            if cp.onnx_path is not None:
-                rt: Any = OrtRuntime(cp.onnx_path, threads=threads.threads)
-            else:
-                assert cp.module is not None
-                use_plan = cp.precision_plan
-                rt = TorchRuntime(cp.module, device=ctx.plan.device if use_plan else "cpu",
-                                  autocast_dtype=ctx.plan.autocast_dtype if use_plan else None,
-                                  channels_last=ctx.plan.channels_last and use_plan)
-                if rt.channels_last:
-                    memory_formats.append(cp.module)
-            contestants.append(Contestant(cp.step, cp.label, rt))
-        rep.log(f"paired timing: {' → '.join(c.label for c in contestants)} in {bench.rounds} interleaved "
-                f"rounds at batch {', '.join(map(str, bench.batch_sizes))}, {threads.threads} thread(s)")
-        from workbench.core.measure.timing import fixed_threads
-
-        with fixed_threads(threads.threads):
-            timing = time_paired(contestants, ctx.input_shape, bench.batch_sizes, threads=threads,
-                                 rounds=bench.rounds, iters=bench.iters, warmup=bench.warmup,
-                                 max_time_s=bench.max_time_s, cancel=ctx.cancel, reporter=rep,
-                                 seed=ctx.recipe.train.seed)
-    finally:
-        for c in contestants:
-            c.runtime.close()
-        for m in memory_formats:  # saved weights and later stages expect the default layout
-            m.to(memory_format=torch.contiguous_format)
-    result = timing.to_dict()
-    rep.log(f"speedup: {speedup_sentence(result)}")
-    if not timing.reliable:
-        rep.log(f"speedup measurement unreliable: {timing.reason}", "warning")
-    rep.stage_finished(stage, {"reliable": timing.reliable})
-    return result
-
-
-@torch.no_grad()
-def evaluate_runtime(runtime: Any, loader: Any, cancel: CancelToken | None = None) -> float:
-    correct = total = 0
-    for x, y in loader:
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        logits = runtime.predict(x.numpy())
-        correct += int((torch.from_numpy(logits).argmax(dim=1) == y).sum())
-        total += int(y.shape[0])
-    return correct / max(1, total)
 
 
 def weights_of_run(store: RunStore, ref: str) -> Path:

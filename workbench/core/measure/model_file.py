@@ -177,7 +177,7 @@ def evaluate_file(runtime: Any, dataset: Any, batch_size: int = 256, cancel: Can
     """Top-1 accuracy of any ``Runtime`` on a labelled dataset."""
     from torch.utils.data import DataLoader
 
-    from workbench.core.pipeline import evaluate_runtime
+    from workbench.core.measure.runtimes import evaluate_runtime
 
     return evaluate_runtime(runtime, DataLoader(dataset, batch_size=batch_size, shuffle=False), cancel)
 

@@ -32,6 +32,7 @@ from workbench.errors import ModelLoadError, WorkbenchError
 
 __all__ = [
     "OrtRuntime",
+    "evaluate_runtime",
     "Runtime",
     "TorchRuntime",
     "available_providers",
@@ -430,3 +431,15 @@ def export_onnx_for_bench(
         reg_log.setLevel(old_level)
         module.train(was_training)
     return out
+
+
+@torch.no_grad()
+def evaluate_runtime(runtime: Any, loader: Any, cancel: CancelToken | None = None) -> float:
+    correct = total = 0
+    for x, y in loader:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        logits = runtime.predict(x.numpy())
+        correct += int((torch.from_numpy(logits).argmax(dim=1) == y).sum())
+        total += int(y.shape[0])
+    return correct / max(1, total)

@@ -35,7 +35,7 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
     model, so a later export stage can still write pt2/safetensors); ``torch_dynamic`` leaves
     both alone and reports the quantized module's figures.
     """
-    from workbench.core.measure.runtimes import OrtRuntime
+    from workbench.core.measure.runtimes import OrtRuntime, evaluate_runtime
     from workbench.core.onnx_export import (
         eval_input_batches,
         export_onnx,
@@ -43,7 +43,6 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
         parity,
         torch_predict_fn,
     )
-    from workbench.core.pipeline import evaluate_runtime
     from workbench.core.precision import unwrap
     from workbench.errors import RecipeError
 
