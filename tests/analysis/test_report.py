@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import tiny_recipe
-from workbench.analysis.charts import (
+from workbench.analysis.report import build_report, headline, write_report
+from workbench.analysis.report.charts import (
     Band,
     ScatterPoint,
     Series,
@@ -28,7 +29,6 @@ from workbench.analysis.charts import (
     nice_ticks,
     scatter_chart,
 )
-from workbench.analysis.report import build_report, headline, write_report
 from workbench.core.store import RunStore
 from workbench.techniques import run_recipe
 
