@@ -16,34 +16,21 @@ it may rebuild models for sample predictions, which must never freeze the window
 
 from __future__ import annotations
 
-import csv
-import html
-import io
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyqtgraph as pg
-import pyqtgraph.exporters
 from PySide6.QtCore import (
-    QAbstractTableModel,
-    QBuffer,
-    QByteArray,
-    QIODevice,
     QItemSelection,
     QItemSelectionModel,
     QModelIndex,
-    QPersistentModelIndex,
     QPoint,
-    QSortFilterProxyModel,
     Qt,
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QAction, QColor, QDesktopServices, QFontMetrics, QImage
+from PySide6.QtGui import QAction, QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -58,647 +45,52 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStackedWidget,
     QTableView,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from workbench.analysis.pareto import model_points, pareto_front
 from workbench.core.fileio import atomic_write_bytes, atomic_write_text
 from workbench.core.measure.comparison import (
-    SEQUENTIAL_CAVEAT,
-    UNPAIRED_CAVEAT,
-    compare_measurements,
     compare_run_to_baseline,
-    speedup_sentence,
 )
 from workbench.core.store import RunRecord, RunStore
 from workbench.gui.jobs import Job, JobManager
-
-EMPTY_MESSAGE = "No runs yet: press Run to record one."
-
-_ModelIndex = QModelIndex | QPersistentModelIndex
-
-# Status colours: readable on light and dark palettes alike.
-STATUS_COLOURS = {
-    "failed": QColor("#d32f2f"),
-    "interrupted": QColor("#c77c02"),
-    "cancelled": QColor("#c77c02"),
-    "running": QColor("#1e88e5"),
-}
-
+from workbench.gui.runs.charts import CHARTS, BarChart, ParetoChart, pareto_points, scaled
+from workbench.gui.runs.compare import (
+    SPEEDUP_COLUMNS,
+    STAGE_COLUMNS,
+    STAGE_METRICS,
+    CompareEntry,
+    default_baseline,
+    fmt_delta,
+    fmt_metric,
+    fmt_ratio,
+    proof_banner,
+    ratio_text,
+    short_label,
+    speedup_row,
+)
+from workbench.gui.runs.export import csv_text, fit_rows, small_table, table_cell
+from workbench.gui.runs.table import (
+    COL_DATE,
+    COL_ID,
+    COLUMNS,
+    EMPTY_MESSAGE,
+    RunsFilterProxy,
+    RunsTableModel,
+)
 
 # -- table columns -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Column:
-    """One table column: how to read its raw value from a run, how to show it, what it means."""
 
-    title: str
-    tip: str
-    value: Callable[[RunRecord], Any]
-    fmt: Callable[[Any], str] = str
-    numeric: bool = False
-
-
-def _metric(key: str, scale: float = 1.0) -> Callable[[RunRecord], float | None]:
-    def read(run: RunRecord) -> float | None:
-        v = run.final.get(key)
-        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
-            return None
-        return float(v) * scale
-    return read
-
-
-def _num(spec: str) -> Callable[[Any], str]:
-    return lambda v: "" if v is None else format(v, spec)
-
-
-def _date(t: float | None) -> str:
-    return "" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("ID", "Run number in the store (newest runs have the highest numbers).",
-           lambda r: r.id, str, numeric=True),
-    Column("Name", "Run name from the recipe.", lambda r: r.name),
-    Column("Model", "Model that was trained or measured.", lambda r: r.model),
-    Column("Techniques", "Optimizations applied, in order. A dash means a plain fp32 run.",
-           lambda r: ", ".join(r.techniques), lambda v: v or "—"),
-    Column("Status", "completed, failed (hover for the error), cancelled, interrupted or running.",
-           lambda r: r.status),
-    Column("Accuracy (%)", "Eval-split accuracy of the final model.",
-           _metric("accuracy", 100.0), _num(".2f"), numeric=True),
-    Column("Latency p50 (ms)", "Median latency of one batch at the first benchmarked batch size "
-           "(final model). Lower is better.", _metric("latency_ms_p50"), _num(".3f"), numeric=True),
-    Column("Latency p95 (ms)", "95th-percentile latency of one batch (final model): the slow tail.",
-           _metric("latency_ms_p95"), _num(".3f"), numeric=True),
-    Column("Throughput (samples/s)", "Best inference throughput over the benchmarked batch sizes "
-           "(final model). Higher is better.", _metric("throughput"), _num(",.1f"), numeric=True),
-    Column("Size (MB)", "Size of the final model's weights or ONNX file (1 MB = 10^6 bytes).",
-           _metric("size_bytes", 1e-6), _num(".2f"), numeric=True),
-    Column("Date", "When the run started (local time).", lambda r: r.created_at, _date),
-)
-COL_ID, COL_NAME, COL_MODEL, COL_TECHNIQUES, COL_STATUS = range(5)
-COL_THROUGHPUT = 8
-COL_DATE = len(COLUMNS) - 1
-RUN_ID_ROLE = Qt.ItemDataRole.UserRole + 1
-
-
-class RunsTableModel(QAbstractTableModel):
-    """Runs as rows; raw values stay Python numbers so the proxy sorts by value, not by text."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._runs: list[RunRecord] = []
-
-    def set_runs(self, runs: Sequence[RunRecord]) -> None:
-        self.beginResetModel()
-        self._runs = list(runs)
-        self.endResetModel()
-
-    def runs(self) -> list[RunRecord]:
-        return list(self._runs)
-
-    def run_at(self, row: int) -> RunRecord:
-        return self._runs[row]
-
-    def row_of(self, run_id: int) -> int | None:
-        for i, r in enumerate(self._runs):
-            if r.id == run_id:
-                return i
-        return None
-
-    def raw(self, row: int, column: int) -> Any:
-        return COLUMNS[column].value(self._runs[row])
-
-    def rowCount(self, parent: _ModelIndex = QModelIndex()) -> int:  # noqa: B008 (Qt signature)
-        return 0 if parent.isValid() else len(self._runs)
-
-    def columnCount(self, parent: _ModelIndex = QModelIndex()) -> int:  # noqa: B008 (Qt signature)
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def data(self, index: _ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        run, col = self._runs[index.row()], COLUMNS[index.column()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return col.fmt(col.value(run))
-        if role == Qt.ItemDataRole.TextAlignmentRole and col.numeric:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ForegroundRole and index.column() == COL_STATUS:
-            return STATUS_COLOURS.get(run.status)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            if run.error:
-                return f"{run.status}: {run.error}"
-            if index.column() == COL_TECHNIQUES and not run.techniques:
-                return "No techniques: a plain fp32 run, the natural baseline."
-            return None
-        if role == RUN_ID_ROLE:
-            return run.id
-        return None
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(COLUMNS):
-            return None
-        if role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section].title
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return COLUMNS[section].tip + " Click to sort."
-        return None
-
-
-class RunsFilterProxy(QSortFilterProxyModel):
-    """Sorts numbers as numbers (missing values always last) and filters by name/model/technique."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._terms: list[str] = []
-
-    def set_filter_text(self, text: str) -> None:
-        """Every whitespace-separated term must appear in the name, model or techniques."""
-        self.beginFilterChange()
-        self._terms = text.lower().split()
-        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-
-    def _source(self) -> RunsTableModel:
-        model = self.sourceModel()
-        assert isinstance(model, RunsTableModel)
-        return model
-
-    def filterAcceptsRow(self, source_row: int, source_parent: _ModelIndex) -> bool:
-        if not self._terms:
-            return True
-        run = self._source().run_at(source_row)
-        haystack = " ".join([run.name, run.model, *run.techniques]).lower()
-        return all(term in haystack for term in self._terms)
-
-    def lessThan(self, left: _ModelIndex, right: _ModelIndex) -> bool:
-        src = self._source()
-        a, b = src.raw(left.row(), left.column()), src.raw(right.row(), right.column())
-        if a is None or b is None:
-            if a is None and b is None:
-                return src.run_at(left.row()).id < src.run_at(right.row()).id
-            # Qt reverses the comparison for descending order; flip it so blanks stay at the bottom.
-            descending = self.sortOrder() == Qt.SortOrder.DescendingOrder
-            return descending if a is None else not descending
-        if isinstance(a, str) and isinstance(b, str):
-            return a.casefold() < b.casefold()
-        return a < b
 
 
 # -- comparison ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Chart:
-    """One compare chart: which summary metric, in what unit, and which direction is better."""
-
-    key: str
-    title: str
-    unit: str
-    scale: float
-    fmt: str
-    higher_is_better: bool
-
-
-CHARTS: tuple[Chart, ...] = (
-    Chart("throughput", "Throughput", "samples/s", 1.0, ",.0f", True),
-    Chart("latency_ms_p50", "Latency p50", "ms", 1.0, ".3g", False),
-    Chart("accuracy", "Accuracy", "%", 100.0, ".1f", True),
-    Chart("size_bytes", "Size", "MB", 1e-6, ".3g", False),
-)
-
-BAR_BRUSH = QColor("#3d8bd9")
-MAX_VALUE_LABELS = 6  # more bars than this and the numbers above them would overlap
-BASELINE_BRUSH = QColor("#9aa4ae")
-
-
-@dataclass
-class CompareEntry:
-    """One bar group: a run's final figures, or a run's own baseline/final in single-run mode."""
-
-    label: str
-    run_id: int
-    metrics: dict[str, Any]
-    is_baseline: bool = False
-
-
-def _value(metrics: dict[str, Any], key: str) -> float | None:
-    v = metrics.get(key)
-    if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
-        return None
-    return float(v)
-
-
-def _ratio(num: float | None, den: float | None) -> float | None:
-    return num / den if num is not None and den not in (None, 0.0) else None
-
-
-def speedup_row(run: dict[str, Any], base: dict[str, Any],
-                comparison: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Ratios against the baseline, like with like (``engine.comparison``): >1 means faster for both
-    speedups; size ratio <1 means smaller. A ratio that cannot be formed honestly (different batch
-    sizes or thread counts) is None, and ``*_note`` says why. ``comparison`` passes a paired result."""
-    cmp = comparison or compare_measurements(base, run)
-    lat, tput = cmp["latency"], cmp["throughput"]
-    return {
-        "latency_speedup": lat.get("ratio") if lat.get("comparable") else None,
-        "latency_batch": lat.get("batch"),
-        "latency_ci95": lat.get("ci95"),
-        "latency_note": "" if lat.get("comparable") else lat.get("reason", ""),
-        "throughput_speedup": tput.get("ratio") if tput.get("comparable") else None,
-        "throughput_batch": tput.get("batch"),
-        "throughput_note": "" if tput.get("comparable") else tput.get("reason", ""),
-        "accuracy_delta_pts": cmp["accuracy_delta_pts"],
-        "size_ratio": cmp["size_ratio"],
-    }
-
-
-def proof_banner(mode: str, runs: Sequence[RunRecord]) -> dict[str, Any]:
-    """How the compared figures were measured, in words: paired or not, reliable or not, split by cause.
-
-    ``kind`` is "paired", "sequential" (one run's baseline and final, not interleaved) or "unpaired";
-    ``warn`` is True when the reader should distrust the ratios (amber banner).
-    """
-    if mode == "baseline_vs_final" and runs:
-        cmp = compare_run_to_baseline(runs[0].summary) or {}
-        sp = runs[0].summary.get("speedup") or {}
-        if cmp.get("paired"):
-            text = (f"Measured together: baseline and optimized model timed in {sp.get('rounds')} interleaved "
-                    f"rounds in one process. Speedup {speedup_sentence({**sp, 'reliable': True})}.")
-            if not cmp.get("reliable"):
-                text = f"⚠ Unreliable: {cmp.get('reason')}.\n" + text
-            return {"kind": "paired", "reliable": bool(cmp.get("reliable")), "warn": not cmp.get("reliable"),
-                    "text": text, "steps": cmp.get("steps") or []}
-        return {"kind": "sequential", "reliable": None, "warn": True, "steps": [],
-                "text": f"Not paired: {SEQUENTIAL_CAVEAT}."}
-    if mode == "runs":
-        contended = [r.id for r in runs if any(((m or {}).get("contention") or {}).get("contended")
-                                               for m in (r.final, r.baseline))]
-        text = f"Unpaired: {UNPAIRED_CAVEAT}."
-        if contended:
-            text += f" Other processes competed for the CPU while run(s) {', '.join(f'#{i}' for i in contended)} " \
-                    "were timed."
-        return {"kind": "unpaired", "reliable": False if contended else None, "warn": True, "steps": [],
-                "text": text}
-    return {"kind": "none", "reliable": None, "warn": False, "steps": [], "text": ""}
-
-
-def default_baseline(runs: Sequence[RunRecord]) -> RunRecord:
-    """A plain fp32 run (no techniques) when one is selected, else the oldest; oldest first on ties."""
-    oldest_first = sorted(runs, key=lambda r: (r.created_at, r.id))
-    plain = [r for r in oldest_first if not r.techniques]
-    return (plain or oldest_first)[0]
-
-
-def _short_label(run: RunRecord) -> str:
-    return f"#{run.id} {run.name}".strip()
-
-
-class BarLabelAxis(pg.AxisItem):
-    """Bottom axis naming each bar; labels are elided to the width a bar gets, so many runs stay legible."""
-
-    def __init__(self) -> None:
-        self._labels: list[str] = []  # before super(): AxisItem's constructor already resizes
-        super().__init__("bottom")
-
-    def set_labels(self, labels: Sequence[str]) -> None:
-        self._labels = list(labels)
-        self._apply()
-
-    def labels(self) -> list[str]:
-        return list(self._labels)
-
-    def resizeEvent(self, ev: Any = None) -> None:
-        super().resizeEvent(ev)
-        self._apply()
-
-    def _apply(self) -> None:
-        n = max(1, len(self._labels))
-        width = max(24, int(self.width() / n) - 6) if self.width() > 0 else 80
-        metrics = QFontMetrics(self.style.get("tickFont") or self.font())
-        ticks = []
-        for i, text in enumerate(self._labels):
-            head = text.split(" ", 1)[0]  # "#12": never elide the run ID away
-            shown = metrics.elidedText(text, Qt.TextElideMode.ElideRight, width)
-            if metrics.horizontalAdvance(shown) > width or len(shown) <= len(head) + 2:
-                shown = head
-            ticks.append((float(i), shown))
-        self.setTicks([ticks, []])
-
-
-class BarChart:
-    """One PlotWidget with a single BarGraphItem and a pool of value labels, all created once."""
-
-    def __init__(self, chart: Chart, parent: QWidget) -> None:
-        self.chart = chart
-        self.axis = BarLabelAxis()
-        self.widget = pg.PlotWidget(parent=parent, axisItems={"bottom": self.axis}, background=None)
-        self.widget.setObjectName(f"chart_{chart.key}")
-        better = "higher is better" if chart.higher_is_better else "lower is better"
-        self.widget.setToolTip(f"{chart.title} ({chart.unit}) of each compared run, {better}. "
-                               "The grey bar is the baseline.")
-        self.widget.setMinimumSize(180, 170)
-        self.widget.setMenuEnabled(False)
-        self.widget.setMouseEnabled(x=False, y=False)
-        self.widget.hideButtons()
-        self.plot = self.widget.getPlotItem()
-        self.plot.setTitle(f"{chart.title} ({chart.unit}), {better}", size="9pt")
-        self.plot.showGrid(y=True, alpha=0.25)
-        self.plot.getAxis("left").setWidth(46)
-        self.bars = pg.BarGraphItem(x=[], height=[], width=0.6, brushes=[], pen=pg.mkPen(None))
-        self.plot.addItem(self.bars)
-        self._texts: list[pg.TextItem] = []
-
-    def set_data(self, labels: Sequence[str], values: Sequence[float | None], baseline_index: int) -> None:
-        n = len(values)
-        heights = [v if v is not None else 0.0 for v in values]
-        brushes = [pg.mkBrush(BASELINE_BRUSH if i == baseline_index else BAR_BRUSH) for i in range(n)]
-        self.bars.setOpts(x=list(range(n)), height=heights, width=0.6, brushes=brushes)
-        self.axis.set_labels(labels)
-        top = max((h for h in heights if h > 0), default=1.0)
-        while len(self._texts) < n:
-            text = pg.TextItem(anchor=(0.5, 1.0), color=self.widget.palette().text().color())
-            self.plot.addItem(text)
-            self._texts.append(text)
-        show_values = n <= MAX_VALUE_LABELS
-        for i, text in enumerate(self._texts):
-            if i < n:
-                v = values[i]
-                text.setText("n/a" if v is None else format(v, self.chart.fmt))
-                text.setPos(i, heights[i])
-            text.setVisible(i < n and show_values)
-        self.plot.setXRange(-0.5, max(n, 1) - 0.5, padding=0.02)
-        self.plot.setYRange(0, top * 1.18, padding=0)
-
-    def heights(self) -> list[float]:
-        return [float(h) for h in (self.bars.opts.get("height") or [])]
-
-    def png_bytes(self, width: int = 900) -> bytes:
-        """The chart as PNG bytes (exported off the scene, so it is sharp at any size)."""
-        exporter = pyqtgraph.exporters.ImageExporter(self.plot)
-        exporter.parameters()["width"] = width  # height follows the on-screen aspect ratio
-        image = exporter.export(toBytes=True)
-        assert isinstance(image, QImage)
-        return _image_png_bytes(image)
-
 
 # -- Pareto --------------------------------------------------------------------------------------
-
-#: x-axis choices of the Pareto chart: summary key, axis title, whether lower is better, scale.
-PARETO_AXES: dict[str, tuple[str, str, bool]] = {
-    "latency": ("latency_ms_p50", "latency p50 (ms), lower is better", True),
-    "throughput": ("throughput", "throughput (samples/s), higher is better", False),
-}
-FRONT_COLOUR = QColor("#d62728")
-POINT_COLOUR = QColor("#3d8bd9")
-
-
-def pareto_points(runs: Sequence[RunRecord], mode: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The models on the Pareto chart and notes on what was left out: the engine's one rule
-    (``engine.pareto.model_points``, the same the HTML report uses). "baseline_vs_final" shows the
-    run's path (baseline, stages, final); "runs" one final model per run."""
-    return model_points(runs, path=mode == "baseline_vs_final")
-
-
-class ParetoChart(QWidget):
-    """Accuracy against latency p50 (or throughput) of the compared models, the frontier drawn.
-
-    Items (scatter, frontier line, highlight ring, label pool) are created once; ``set_points``
-    only updates them. Clicking a point emits ``pointClicked(run_id, double)``.
-    """
-
-    pointClicked = Signal(int, bool)  # run id, double click
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._points: list[dict[str, Any]] = []
-        self._notes: list[str] = []
-        self._front: list[dict[str, Any]] = []
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 2, 0, 0)
-        top = QHBoxLayout()
-        self.axis_combo = QComboBox(self)
-        self.axis_combo.setObjectName("paretoAxisCombo")
-        self.axis_combo.addItem("Accuracy vs latency p50", "latency")
-        self.axis_combo.addItem("Accuracy vs throughput", "throughput")
-        self.axis_combo.setToolTip("What the horizontal axis shows: median latency (lower is better) or "
-                                   "inference throughput (higher is better).")
-        self.axis_combo.currentIndexChanged.connect(self._redraw)
-        top.addWidget(self.axis_combo)
-        self.note_label = QLabel(self)
-        self.note_label.setObjectName("paretoNote")
-        self.note_label.setWordWrap(True)
-        self.note_label.setStyleSheet("color: #666;")
-        self.note_label.setToolTip("Runs not drawn and why; where the latencies were measured.")
-        top.addWidget(self.note_label, 1)
-        layout.addLayout(top)
-        self.widget = pg.PlotWidget(parent=self, background=None)
-        self.widget.setObjectName("paretoChart")
-        self.widget.setToolTip("Each compared model by accuracy and speed. Red points joined by the dashed line "
-                               "are the Pareto frontier: no other model is both faster and at least as accurate. "
-                               "Click a point to find its run in the table; double-click to open its recipe.")
-        self.widget.setMinimumSize(240, 170)
-        self.widget.setMenuEnabled(False)
-        self.widget.hideButtons()
-        self.plot = self.widget.getPlotItem()
-        self.plot.showGrid(x=True, y=True, alpha=0.25)
-        self.plot.setLabel("left", "accuracy (%), higher is better")
-        self.front_line = pg.PlotDataItem([], [], pen=pg.mkPen(FRONT_COLOUR, width=1.5, style=Qt.PenStyle.DashLine))
-        self.plot.addItem(self.front_line)
-        self.scatter = pg.ScatterPlotItem(size=11, hoverable=True, hoverSize=14)
-        self.scatter.setZValue(5)
-        self.scatter.sigClicked.connect(self._on_clicked)
-        self.plot.addItem(self.scatter)
-        self.highlight = pg.ScatterPlotItem(size=20, symbol="o", pen=pg.mkPen("#222", width=2), brush=None)
-        self.highlight.setZValue(4)
-        self.plot.addItem(self.highlight)
-        self._texts: list[pg.TextItem] = []
-        layout.addWidget(self.widget, 1)
-
-    def x_mode(self) -> str:
-        return str(self.axis_combo.currentData())
-
-    def set_x_mode(self, mode: str) -> None:
-        self.axis_combo.setCurrentIndex(self.axis_combo.findData(mode))
-
-    def set_points(self, points: Sequence[dict[str, Any]], notes: Sequence[str] = ()) -> None:
-        self._points = list(points)
-        self._notes = list(notes)
-        self._redraw()
-
-    def _redraw(self, *_: object) -> None:
-        x_key, x_title, lower_better = PARETO_AXES[self.x_mode()]
-        shown = [p for p in self._points if p.get(x_key) is not None and p.get("accuracy") is not None]
-        front = pareto_front(shown, x_key, "accuracy", minimize_x=lower_better, maximize_y=True)
-        self._front = front
-        on_front = {id(p) for p in front}
-        spots = [{"pos": (p[x_key], p["accuracy"] * 100.0), "data": p["run_id"],
-                  "brush": pg.mkBrush(FRONT_COLOUR if id(p) in on_front else POINT_COLOUR),
-                  "pen": pg.mkPen("w", width=1), "symbol": "o" if p.get("which") == "final" else "s"}
-                 for p in shown]
-        self.scatter.setData(spots)
-        self.front_line.setData([p[x_key] for p in front], [p["accuracy"] * 100.0 for p in front])
-        self.highlight.setData([], [])
-        self.plot.setLabel("bottom", x_title)
-        while len(self._texts) < len(shown):
-            text = pg.TextItem(anchor=(0.0, 1.0), color=self.palette().text().color())
-            font = text.textItem.font()
-            font.setPointSizeF(8.0)
-            text.setFont(font)
-            self.plot.addItem(text, ignoreBounds=True)
-            self._texts.append(text)
-        xs = [p[x_key] for p in shown]
-        mid = (min(xs) + max(xs)) / 2 if xs else 0.0
-        for i, text in enumerate(self._texts):
-            if i < len(shown):
-                p = shown[i]
-                text.setText(p["label"])
-                # Labels point inwards, so the ones at the right edge are not cut off by the frame.
-                text.setAnchor((1.0, 1.0) if len(xs) > 1 and p[x_key] > mid else (0.0, 1.0))
-                text.setPos(p[x_key], p["accuracy"] * 100.0)
-            text.setVisible(i < len(shown))
-        missing = len(self._points) - len(shown)
-        notes = list(self._notes)
-        if missing:
-            notes.append(f"{missing} model(s) without {x_key.replace('_', ' ')}")
-        text = "<span style='color:#d62728'>●</span> Pareto frontier: no other model is both faster and at " \
-               "least as accurate. <span style='color:#3d8bd9'>●</span> dominated."
-        if notes:
-            text += "<br>Not drawn: " + html.escape("; ".join(notes))
-        self.note_label.setText(text)
-        self.plot.getViewBox().setDefaultPadding(0.08)
-        self.plot.enableAutoRange()
-
-    def values(self) -> dict[str, Any]:
-        """What the chart shows: x key, points as (run id, label, x, accuracy %) and the frontier's labels."""
-        x_key = PARETO_AXES[self.x_mode()][0]
-        shown = [p for p in self._points if p.get(x_key) is not None and p.get("accuracy") is not None]
-        return {"x_key": x_key,
-                "points": [(p["run_id"], p["label"], p[x_key], p["accuracy"] * 100.0) for p in shown],
-                "front": [p["label"] for p in self._front]}
-
-    def _on_clicked(self, _item: object, spots: Sequence[Any], ev: Any = None) -> None:
-        if not len(spots):
-            return
-        spot = spots[0]
-        run_id = spot.data()
-        pos = spot.pos()
-        self.highlight.setData([pos.x()], [pos.y()])
-        double = bool(ev is not None and callable(getattr(ev, "double", None)) and ev.double())
-        self.pointClicked.emit(int(run_id), double)
-
-    def png_bytes(self, width: int = 900) -> bytes:
-        exporter = pyqtgraph.exporters.ImageExporter(self.plot)
-        exporter.parameters()["width"] = width
-        image = exporter.export(toBytes=True)
-        assert isinstance(image, QImage)
-        return _image_png_bytes(image)
-
-
-def _image_png_bytes(image: QImage) -> bytes:
-    data = QByteArray()
-    buffer = QBuffer(data)
-    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    if not image.save(buffer, "PNG"):
-        raise OSError("could not encode the chart as PNG")
-    buffer.close()
-    return bytes(data.data())
-
-
-def _csv_text(rows: Sequence[Sequence[Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return out.getvalue()
-
-
-def _fmt_ratio(v: float | None, suffix: str = "×") -> str:
-    return "n/a" if v is None else f"{v:.2f}{suffix}"
-
-
-def _ratio_text(row: dict[str, Any], key: str) -> str:
-    """"5.86× @ 1 (CI 5.45–6.10×)", or "not comparable" when batch sizes or threads differ."""
-    ratio = row.get(f"{key}_speedup")
-    if ratio is None:
-        return "not comparable" if row.get(f"{key}_note") else "—"
-    text = f"{_fmt_ratio(ratio)} @ {row.get(f'{key}_batch')}"
-    ci = row.get(f"{key}_ci95")
-    if ci:
-        text += f" (CI {ci[0]:.2f}–{ci[1]:.2f}×)"
-    return text
-
-
-def _fmt_delta(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:+.2f} pts"
-
-
-def _fmt_metric(metrics: dict[str, Any], key: str, scale: float, spec: str) -> str:
-    v = _value(metrics, key)
-    return "—" if v is None else format(v * scale, spec)
-
-
-def _small_table(columns: Sequence[tuple[str, str]], object_name: str, tip: str) -> QTableWidget:
-    table = QTableWidget(0, len(columns))
-    table.setObjectName(object_name)
-    table.setToolTip(tip)
-    for i, (title, col_tip) in enumerate(columns):
-        item = QTableWidgetItem(title)
-        item.setToolTip(col_tip)
-        table.setHorizontalHeaderItem(i, item)
-    table.verticalHeader().setVisible(False)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-    table.setAlternatingRowColors(True)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.horizontalHeader().setStretchLastSection(True)
-    return table
-
-
-def _fit_rows(table: QTableWidget, max_rows: int = 6) -> None:
-    """Size a small table to its rows (up to ``max_rows``, then it scrolls) so the charts keep the space."""
-    table.resizeRowsToContents()
-    rows = min(table.rowCount(), max_rows)
-    height = table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
-    height += sum(table.rowHeight(i) for i in range(rows)) or table.verticalHeader().defaultSectionSize()
-    if table.horizontalScrollBar().isVisible():
-        height += table.horizontalScrollBar().sizeHint().height()
-    table.setFixedHeight(height)
-
-
-def _cell(text: str, numeric: bool = True, centred: bool = False) -> QTableWidgetItem:
-    item = QTableWidgetItem(text)
-    if centred:
-        item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
-    elif numeric:
-        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-    return item
-
-
-SPEEDUP_COLUMNS = (
-    ("Run", "Compared run; the baseline row reads 1.00×."),
-    ("Latency speedup", "Baseline p50 latency ÷ this run's p50 latency at the same batch size (shown after @). "
-     "Above 1× means faster. With one run selected, the paired ratio with its 95 % CI."),
-    ("Throughput speedup", "This run's throughput ÷ baseline throughput at the same batch size and thread count. "
-     "Above 1× means faster; \"not comparable\" when the runs share no such case."),
-    ("Accuracy Δ", "This run's accuracy minus the baseline's, in percentage points."),
-    ("Size ratio", "This run's size ÷ baseline size. Below 1× means smaller."),
-)
-
-STAGE_COLUMNS = (
-    ("Stage", "Optimization stage, in the order it ran."),
-    ("Accuracy (%)", "Eval accuracy before → after the stage."),
-    ("Latency p50 (ms)", "Median batch latency before → after the stage."),
-    ("Throughput (samples/s)", "Inference throughput before → after the stage."),
-    ("Size (MB)", "Model size before → after the stage."),
-    ("Note", "What the stage reported, e.g. why a speedup is not expected."),
-)
-STAGE_METRICS = (("accuracy", 100.0, ".2f"), ("latency_ms_p50", 1.0, ".3f"), ("throughput", 1.0, ",.1f"),
-                 ("size_bytes", 1e-6, ".2f"))
 
 
 # -- the view ------------------------------------------------------------------------------------
@@ -909,7 +301,7 @@ class RunsView(QWidget):
             "per-round ratio with its 95 % confidence interval. Unpaired: figures from runs timed at different "
             "times, which machine load can skew.")
         layout.addWidget(self.proof_label)
-        self.speedup_table = _small_table(SPEEDUP_COLUMNS, "speedupTable",
+        self.speedup_table = small_table(SPEEDUP_COLUMNS, "speedupTable",
                                           "Each run against the chosen baseline, measured side by side.")
         header = self.speedup_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
@@ -922,7 +314,7 @@ class RunsView(QWidget):
         stages_title.setFont(font)
         stages_title.setToolTip("The optimization stages of this run, each measured before and after.")
         stages_layout.addWidget(stages_title)
-        self.stages_table = _small_table(STAGE_COLUMNS, "stagesTable",
+        self.stages_table = small_table(STAGE_COLUMNS, "stagesTable",
                                          "Each optimization stage of this run, measured before and after.")
         stages_layout.addWidget(self.stages_table)
         layout.addWidget(self.stages_box)
@@ -998,7 +390,7 @@ class RunsView(QWidget):
             ids = [r.id for r in runs]
             if self._baseline_id not in ids:
                 self._baseline_id = default_baseline(runs).id
-            entries = [CompareEntry(_short_label(r), r.id, r.final, r.id == self._baseline_id) for r in runs]
+            entries = [CompareEntry(short_label(r), r.id, r.final, r.id == self._baseline_id) for r in runs]
             self._mode = "runs"
             self.compare_title.setText(f"Comparing {len(runs)} runs (final models)")
         elif len(runs) == 1 and runs[0].baseline and runs[0].final:
@@ -1026,7 +418,7 @@ class RunsView(QWidget):
         base_index = next(i for i, e in enumerate(entries) if e.is_baseline)
         labels = [e.label for e in entries]
         for chart in CHARTS:
-            values = [_scaled(e.metrics, chart) for e in entries]
+            values = [scaled(e.metrics, chart) for e in entries]
             self.charts[chart.key].set_data(labels, values, base_index)
         self._fill_speedup_table()
         self._fill_proof_banner(runs)
@@ -1041,7 +433,7 @@ class RunsView(QWidget):
         self.baseline_combo.clear()
         if show:
             for r in runs:
-                text = _short_label(r) + (f" ({', '.join(r.techniques)})" if r.techniques else " (fp32)")
+                text = short_label(r) + (f" ({', '.join(r.techniques)})" if r.techniques else " (fp32)")
                 self.baseline_combo.addItem(text, r.id)
             self.baseline_combo.setCurrentIndex(self.baseline_combo.findData(self._baseline_id))
         self.baseline_combo.blockSignals(False)
@@ -1067,9 +459,9 @@ class RunsView(QWidget):
         self.speedup_table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             label = row["label"] + ("  (baseline)" if row["is_baseline"] and self._mode == "runs" else "")
-            texts = [_ratio_text(row, "latency"), _ratio_text(row, "throughput"),
-                     _fmt_delta(row["accuracy_delta_pts"]), _fmt_ratio(row["size_ratio"])]
-            cells = [_cell(label, numeric=False), *(_cell(t, centred=True) for t in texts)]
+            texts = [ratio_text(row, "latency"), ratio_text(row, "throughput"),
+                     fmt_delta(row["accuracy_delta_pts"]), fmt_ratio(row["size_ratio"])]
+            cells = [table_cell(label, numeric=False), *(table_cell(t, centred=True) for t in texts)]
             for cell, key in ((cells[1], "latency_note"), (cells[2], "throughput_note")):
                 if row.get(key):
                     cell.setToolTip(row[key])
@@ -1079,7 +471,7 @@ class RunsView(QWidget):
                     font.setItalic(True)
                     cell.setFont(font)
                 self.speedup_table.setItem(i, j, cell)
-        _fit_rows(self.speedup_table)
+        fit_rows(self.speedup_table)
 
     def _fill_proof_banner(self, runs: list[RunRecord]) -> None:
         banner = proof_banner(self._mode, runs)
@@ -1100,14 +492,14 @@ class RunsView(QWidget):
         self.stages_table.setRowCount(len(stages))
         for i, stage in enumerate(stages):
             before, after = stage.get("before") or {}, stage.get("after") or {}
-            self.stages_table.setItem(i, 0, _cell(str(stage.get("name", "")), numeric=False))
+            self.stages_table.setItem(i, 0, table_cell(str(stage.get("name", "")), numeric=False))
             for j, (key, scale, spec) in enumerate(STAGE_METRICS, start=1):
-                text = f"{_fmt_metric(before, key, scale, spec)} → {_fmt_metric(after, key, scale, spec)}"
-                self.stages_table.setItem(i, j, _cell(text))
-            note = _cell(str(stage.get("note") or ""), numeric=False)
+                text = f"{fmt_metric(before, key, scale, spec)} → {fmt_metric(after, key, scale, spec)}"
+                self.stages_table.setItem(i, j, table_cell(text))
+            note = table_cell(str(stage.get("note") or ""), numeric=False)
             note.setToolTip(note.text())
             self.stages_table.setItem(i, len(STAGE_COLUMNS) - 1, note)
-        _fit_rows(self.stages_table)
+        fit_rows(self.stages_table)
 
     def compare_values(self) -> dict[str, Any]:
         """What the charts show: labels, run IDs, baseline index and, per chart key, values in chart units
@@ -1118,7 +510,7 @@ class RunsView(QWidget):
                                "run_ids": [e.run_id for e in self._entries], "baseline_index": base,
                                "units": {c.key: c.unit for c in CHARTS}}
         for chart in CHARTS:
-            out[chart.key] = [_scaled(e.metrics, chart) for e in self._entries]
+            out[chart.key] = [scaled(e.metrics, chart) for e in self._entries]
         return out
 
     def speedup_rows(self) -> list[dict[str, Any]]:
@@ -1313,7 +705,7 @@ class RunsView(QWidget):
         runs = [r for r in self.selected_runs() if r.status != "running"]
         if not runs:
             return []
-        names = ", ".join(_short_label(r) for r in runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+        names = ", ".join(short_label(r) for r in runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
         what = "this run" if len(runs) == 1 else f"these {len(runs)} runs"
         if not self.confirm("Delete runs",
                             f"Delete {what}: {names}?\n\nTheir metric series, logs and saved files (weights, "
@@ -1340,7 +732,7 @@ class RunsView(QWidget):
     def export_csv(self, path: str | Path) -> Path:
         """Write the table (rows shown, numbers unrounded) as CSV, atomically. Overwrites: callers ask first."""
         path = Path(path)
-        atomic_write_text(path, _csv_text(self.table_rows()))
+        atomic_write_text(path, csv_text(self.table_rows()))
         return path
 
     def export_chart_csv(self, path: str | Path) -> Path:
@@ -1355,7 +747,7 @@ class RunsView(QWidget):
             rows.append([values["run_ids"][i], label, "yes" if i == values["baseline_index"] else "",
                          *[values[c.key][i] for c in CHARTS], s["latency_speedup"], s["throughput_speedup"],
                          s["accuracy_delta_pts"], s["size_ratio"]])
-        atomic_write_text(path, _csv_text(rows))
+        atomic_write_text(path, csv_text(rows))
         return path
 
     def chart_png_paths(self, folder: str | Path) -> list[Path]:
@@ -1418,6 +810,3 @@ class RunsView(QWidget):
         self._guarded("Save charts", lambda: self.save_charts_png(folder))
 
 
-def _scaled(metrics: dict[str, Any], chart: Chart) -> float | None:
-    v = _value(metrics, chart.key)
-    return None if v is None else v * chart.scale
