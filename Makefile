@@ -18,10 +18,12 @@ run: setup
 	$(VENV)/bin/workbench
 
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check workbench tests benchmarks
+	$(VENV)/bin/lint-imports
 
 screenshots: setup
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/workbench --screenshot docs/screenshots

@@ -44,3 +44,14 @@ def test_importing_every_headless_module_loads_no_qt() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=180)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """``from workbench.x import _name`` couples one module to another's internals: make it public or keep it local."""
+    offenders = []
+    for path in sorted(WORKBENCH.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("workbench")):
+                offenders += [f"{path.relative_to(WORKBENCH)}:{node.lineno} {a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not offenders, offenders

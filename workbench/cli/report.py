@@ -53,5 +53,4 @@ def handler(args: argparse.Namespace) -> int:
     return 0
 
 
-
 COMMANDS = [Command("report", "write a self-contained HTML report of stored runs (first = baseline)", configure, handler)]

@@ -183,5 +183,4 @@ def print_sweep(run_id: int, sw: dict[str, Any]) -> None:
         console.print(f"not measured: {s['what']}: {s['reason']}", style="yellow")
 
 
-
 COMMANDS = [Command("sweep", "sweep batch sizes, precisions and loader settings of a recipe (one stored run)", configure, handler)]

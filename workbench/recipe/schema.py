@@ -87,7 +87,6 @@ class RecipeBase(BaseModel):
         return out
 
 
-
 def _assemble() -> type[RecipeBase]:
     """``Recipe``: the core sections plus each technique's section, in the techniques' order."""
     fields: dict[str, Any] = {c.SECTION: (c.SECTION_MODEL | None, None) for c in technique_configs()}

@@ -59,7 +59,6 @@ class Report:
         return buf.getvalue()
 
 
-
 def build_report(
     store: Any,
     run_ids: Sequence[int],

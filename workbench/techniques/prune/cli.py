@@ -87,5 +87,4 @@ def handler(args: argparse.Namespace) -> int:
     return 0
 
 
-
 COMMANDS = [Command("sensitivity", "which layers tolerate pruning: per-group accuracy drop on the validation split", configure, handler)]

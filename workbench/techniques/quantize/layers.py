@@ -25,7 +25,6 @@ __all__ = ["WEIGHTED_OPS", "LayerSensitivity", "layer_sensitivity", "node_module
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
-
 def _scopes_from_metadata(node: Any) -> list[str] | None:
     props = {p.key: p.value for p in node.metadata_props}
     raw = props.get("pkg.torch.onnx.name_scopes")
