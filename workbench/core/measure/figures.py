@@ -8,8 +8,9 @@ with its confidence interval, split by cause (see ``measure.paired``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -18,8 +19,26 @@ from workbench.core.measure.paired import ContentionMonitor, Contestant, choose_
 from workbench.core.measure.runtimes import evaluate_runtime
 from workbench.core.precision import unwrap
 
-if TYPE_CHECKING:
-    from workbench.core.pipeline import RunContext
+
+class RunContext(Protocol):
+    """What measuring needs from a run (``core.pipeline.RunContext`` provides it; no import needed)."""
+
+    recipe: Any
+    reporter: Any
+    cancel: Any
+    plan: Any
+    eval_loader: Any
+    threads: Any
+    checkpoints: Sequence[Any]
+
+    @property
+    def thread_count(self) -> int: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def artifacts(self) -> Path: ...
 
 __all__ = ["METRIC_KEYS", "measure_model", "paired_speedup"]
 
