@@ -330,3 +330,25 @@ def test_user_text_is_escaped_by_the_template(tmp_path: Path) -> None:
         html = build_report(store, [rid], predictions=False).html
     assert "<img src=x" not in html
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
+
+
+def test_report_shows_the_early_exit_curve_and_eval_figures(tmp_path: Path) -> None:
+    curve = [{"threshold": t, "accuracy": 0.8 + 0.1 * t, "mean_macs": 100 * (0.3 + 0.7 * t),
+              "exit_shares": [1 - t, 0.0, t], "macs_saved": 0.7 * (1 - t)} for t in (0.0, 0.5, 1.01)]
+    record = {"name": "early_exit", "threshold": 0.5, "rule": "max_prob", "exits": ["stages.0", "stages.1"],
+              "validation": {"curve": curve, **curve[1], "full_accuracy": 0.9},
+              "eval": {"full_accuracy": 0.9, "accuracy": 0.88, "full_macs": 100, "mean_macs": 60.0, "macs_saved": 0.4,
+                       "exit_shares": [0.5, 0.2, 0.3]},
+              "latency": {"reliable": True, "full": {"mean_ms": 2.0, "p95_ms": 2.2},
+                          "early_exit": {"mean_ms": 1.25, "p95_ms": 2.4},
+                          "paired": {"ratio": 1.6, "ci95": [1.5, 1.7]}}}
+    m = {"latency_ms_p50": 2.0, "latency_batch": 1, "accuracy": 0.9}
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        rid = store.create_run("ee", "[model]\n", "resnet", ["early-exit"])
+        store.finish_run(rid, "completed", {"baseline": m, "final": {**m, "latency_ms_p50": 1.25},
+                                            "stages": [record]})
+        report = build_report(store, [rid], predictions=False)
+    html = report.html
+    assert 'id="early-exits"' in html and "early exits, accuracy against compute" in html
+    assert "50 % · 20 % · 30 %" in html and "1.60x faster" in html and "40 % saved" in html
+    assert report.data["early_exits"][0]["threshold"] == 0.5

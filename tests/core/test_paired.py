@@ -76,7 +76,8 @@ def test_paired_rounds_give_the_ratio_its_interval_and_the_split_by_cause() -> N
     timing = time_paired(contestants, (4,), [1, 4], threads=QUIET, rounds=6, iters=60, warmup=1, max_time_s=5.0,
                          settle_s=0.0)
     d = timing.to_dict()
-    assert d["paired"] is True and d["rounds"] == 6
+    assert d["paired"] is True and d["rounds"] >= 6  # at least the rounds asked for; more while the CI is wide
+    assert all(6 <= n <= 60 for n in d["rounds_by_batch"].values())
     assert set(d["latency"]) == {"1", "4"} and set(d["throughput"]) == {"4"}  # throughput only for batch > 1
     lat = d["latency"]["1"]
     assert 2.5 < lat["ratio"] < 6.0  # 0.4 ms against 0.1 ms (block medians shrug off a preempted call)
@@ -99,7 +100,7 @@ def test_paired_timing_keeps_within_its_time_budget_and_needs_two_models() -> No
     slow_calls, fast_calls = timing.batches[0].calls_per_block
     assert slow_calls <= 2 and fast_calls <= 5  # cut from 20 calls a block to what fits in 0.5 s (50 ms a block)
     assert time.perf_counter() - t0 < 2.0
-    assert timing.rounds == 5
+    assert 5 <= timing.rounds <= 60
     with pytest.raises(ValueError):
         time_paired(contestants[:1], (1,), [1], threads=QUIET)
 
@@ -257,3 +258,24 @@ def test_a_run_without_stages_has_no_speedup_record(tmp_path: Path) -> None:
     with RunStore(tmp_path / "runs.sqlite") as store:
         out = run_recipe(tiny_recipe("plain", threads=1), store=store)
     assert out.status == "completed" and "speedup" not in out.summary
+
+
+class NoisyRuntime(SpinRuntime):
+    """A model whose call time jumps between 0.1 and 0.3 ms at random: a wide interval at first."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(0.1)
+        self.rng = __import__("random").Random(seed)
+
+    def timed_call(self, batch: Any) -> tuple[Any, None]:
+        return (lambda: _spin(self.rng.choice((0.1, 0.3)))), None
+
+
+def test_rounds_continue_while_the_interval_is_wide_and_stop_when_it_is_tight() -> None:
+    steady = time_paired([Contestant("baseline", "a", SpinRuntime(0.4)), Contestant("x", "b", SpinRuntime(0.1))],
+                         (1,), [1], threads=QUIET, rounds=8, iters=24, warmup=0, settle_s=0.0, max_time_s=5.0)
+    assert steady.rounds == 8  # tight from the start: no extra rounds
+    noisy = time_paired([Contestant("baseline", "a", NoisyRuntime(1)), Contestant("x", "b", NoisyRuntime(2))],
+                        (1,), [1], threads=QUIET, rounds=8, iters=8, warmup=0, settle_s=0.0, max_time_s=5.0,
+                        max_rounds=40)
+    assert noisy.rounds > 8 and noisy.rounds <= 40

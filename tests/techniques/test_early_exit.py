@@ -109,3 +109,74 @@ def test_exit_costs_grow_along_the_network_and_the_joint_loss_weights_exits() ->
     assert only_last.item() == pytest.approx(torch.nn.functional.cross_entropy(outs[2], y).item())
     with pytest.raises(ValueError):
         exit_loss([1.0, 1.0])(outs, y, torch.empty(0))
+
+
+# ------------------------------------------------------------------------------------------ the stage
+
+
+def _ee_recipe(**section: object) -> object:
+    from tests.helpers import tiny_recipe
+    from workbench.recipe import EarlyExitSection
+
+    r = tiny_recipe("early-exit", epochs=1, samples_per_class=30, threads=1, rounds=5)
+    r.model.zoo = "resnet"
+    r.early_exit = EarlyExitSection(epochs=1, max_drop=5.0, **section)
+    return r
+
+
+def test_early_exit_stage_chooses_on_validation_reports_on_eval_and_ships_a_checked_bundle(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    import sys
+
+    from workbench.core.store import RunStore
+    from workbench.techniques import run_recipe
+
+    bundle_dir = tmp_path / "ee-bundle"
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        out = run_recipe(_ee_recipe(bundle_dir=str(bundle_dir)), store=store)
+    assert out.status == "completed", out.error
+    rec = next(s for s in out.summary["stages"] if s["name"] == "early_exit")
+    assert rec["exits"] == DEFAULT_EXITS["resnet"] and 0.0 <= rec["threshold"] <= 1.01
+    val, ev = rec["validation"], rec["eval"]
+    assert (val["full_accuracy"] - val["accuracy"]) * 100 <= 5.0 + 1e-9  # the budget holds where it was chosen
+    assert sum(ev["exit_shares"]) == pytest.approx(1.0) and len(ev["exit_shares"]) == 3
+    assert ev["mean_macs"] <= ev["full_macs"] and len(val["curve"]) > 10
+    assert rec["after"]["accuracy"] == pytest.approx(ev["accuracy"], abs=1e-6)  # eval through the deployed module
+    lat = rec["latency"]
+    assert lat["paired"]["ci95"][0] <= lat["paired"]["ratio"] <= lat["paired"]["ci95"][1]
+    assert lat["early_exit"]["p95_ms"] >= lat["early_exit"]["mean_ms"] * 0.5
+    # The run's own paired timing includes the early-exit step, on real samples.
+    assert [s["name"] for s in out.summary["speedup"]["steps"]] == ["early_exit"]
+    # The bundle: ONNX segments + runner, checked against PyTorch.
+    parity = rec["bundle"]["parity"]
+    assert parity["top1_agreement"] >= 0.99 and parity["exit_agreement"] >= 0.99
+    cfg = json.loads((bundle_dir / "thresholds.json").read_text())
+    assert cfg["threshold"] == rec["threshold"] and cfg["segments"] == ["segment_0.onnx", "segment_1.onnx",
+                                                                        "segment_2.onnx"]
+    x = np.random.default_rng(0).standard_normal((3, *SHAPE)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run([sys.executable, str(bundle_dir / "predict_early_exit.py"), str(tmp_path / "x.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("sample ") == 3 and "exit" in run.stdout
+
+
+def test_early_exit_refuses_what_it_cannot_do_before_any_work(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from workbench.core.store import RunStore
+    from workbench.recipe import QuantizeSection
+    from workbench.techniques import run_recipe
+
+    r = _ee_recipe()
+    r.quantize = QuantizeSection()
+    existing = tmp_path / "taken"
+    existing.mkdir()
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        out = run_recipe(r, store=store)
+        assert out.status == "failed" and "cannot be combined with [quantize]" in out.error
+        out = run_recipe(_ee_recipe(bundle_dir=str(existing)), store=store)
+        assert out.status == "failed" and "already exists" in out.error
+        assert "train" not in out.summary  # refused before training
+        r = _ee_recipe(loss_weights=[1.0, 1.0])
+        out = run_recipe(r, store=store)
+        assert out.status == "failed" and "loss_weights has 2 values" in out.error

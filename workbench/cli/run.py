@@ -29,6 +29,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     if args.name:
         recipe.name = args.name
+    if args.node_commands or (recipe.distributed is not None and recipe.distributed.nnodes > 1):
+        return _print_node_commands(args.recipe, recipe)
     cancel = CancelToken()
     with RunStore() as store, CliReporter(quiet=args.json) as reporter:
         try:
@@ -51,6 +53,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if outcome.traceback_path is not None:
             return EXIT_INTERNAL_ERROR
         return EXIT_USER_ERROR
+    return 0
+
+
+def _print_node_commands(path: str, recipe: object) -> int:
+    """A multi-machine data-parallel run starts on each machine: print the exact command for each."""
+    from workbench.techniques.distributed.launch import node_commands
+
+    if getattr(recipe, "distributed", None) is None:
+        return fail(f"{path}: --node-commands needs a [distributed] section in the recipe")
+    print("# start this on each machine (the same recipe file on each; node 0 records the run):")
+    for k, cmd in enumerate(node_commands(path, recipe)):  # type: ignore[arg-type]
+        print(f"# node {k}\n{cmd}")
     return 0
 
 
@@ -98,6 +112,8 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object with the results")
     p.add_argument("--name", help="override the recipe's name")
     p.add_argument("--benchmark-only", action="store_true", help="skip training and optimization stages")
+    p.add_argument("--node-commands", action="store_true",
+                   help="print the torchrun command to start on each machine of a [distributed] recipe, then exit")
 
 
 def _configure_runs(p: argparse.ArgumentParser) -> None:

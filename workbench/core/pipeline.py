@@ -43,6 +43,8 @@ class Checkpoint:
     module: nn.Module | None = None
     onnx_path: Path | None = None
     precision_plan: bool = True
+    #: Its time depends on the input (early exits): timed on streams of real eval samples, not one batch.
+    dynamic: bool = False
 
     @property
     def runtime_kind(self) -> str:
@@ -97,7 +99,7 @@ class RunContext:
         return self.threads.threads if self.threads is not None else self.recipe.bench.threads
 
     def add_checkpoint(self, step: str, label: str, *, module: nn.Module | None = None,
-                       onnx_path: Path | None = None, precision_plan: bool = True) -> None:
+                       onnx_path: Path | None = None, precision_plan: bool = True, dynamic: bool = False) -> None:
         """Record a model the paired timing at the end compares (the baseline first, then each step's result).
 
         ``step`` names what produced it ("baseline", "prune", "runtime switch", "quantize", ...), ``label``
@@ -106,7 +108,7 @@ class RunContext:
         """
         if (module is None) == (onnx_path is None):
             raise ValueError("a checkpoint is either a torch module or an ONNX file")
-        self.checkpoints.append(Checkpoint(step, label, module, onnx_path, precision_plan))
+        self.checkpoints.append(Checkpoint(step, label, module, onnx_path, precision_plan, dynamic))
 
     @property
     def last_checkpoint(self) -> Checkpoint | None:
@@ -124,16 +126,24 @@ class RunContext:
 
 @dataclass
 class Stage:
-    """One optimization step. ``run(ctx)`` returns a dict with at least ``name``, ``before`` and ``after``."""
+    """One technique's part in a run.
+
+    An optimization step has ``run(ctx)``, returning a dict with at least ``name``, ``before`` and
+    ``after``. A training-time technique (data-parallel training) has no ``run`` and acts through
+    ``before_train``/``after_train`` around the pipeline's training step.
+    """
 
     name: str
     applies: Callable[[Recipe], bool]
-    run: Callable[[RunContext], dict[str, Any]]
+    run: Callable[[RunContext], dict[str, Any]] | None = None
     #: The stage trains the model itself (distillation: the student learns from a teacher), so the
     #: pipeline skips its own [train] step and baseline measurement; the stage sets ``ctx.baseline``.
     owns_training: bool = False
     #: Checks to run before anything is recorded or computed (e.g. that an output folder can be written).
     preflight: Callable[[Recipe], None] | None = None
+    #: Called just before / after the pipeline's own training step (e.g. wrap and unwrap the model).
+    before_train: Callable[[RunContext], None] | None = None
+    after_train: Callable[[RunContext], None] | None = None
 
 
 @dataclass
@@ -154,17 +164,20 @@ def run_recipe(
     cancel: CancelToken | None = None,
     benchmark_only: bool = False,
     stages: Sequence[Stage] = (),
+    run_id: int | None = None,
 ) -> RunOutcome:
     """Run a whole recipe and record it. Never raises for run failures: the outcome says what happened.
 
-    ``stages`` are the optimization techniques in chain order; core knows none of them, so callers
-    use ``workbench.techniques.run_recipe``, which passes every technique's stage.
+    ``stages`` are the techniques in chain order; core knows none of them, so callers use
+    ``workbench.techniques.run_recipe``, which passes every technique's stage. ``run_id`` records into
+    a run another process already created (the launcher of a data-parallel run) instead of a new one.
     """
     store = store or RunStore()
     cancel = cancel or CancelToken()
     outer = reporter or Reporter()
     check_device_support(recipe, torch.cuda.is_available())  # before anything is recorded
-    run_id = store.create_run(recipe.name, dumps_recipe(recipe), _model_label(recipe), recipe.techniques)
+    if run_id is None:
+        run_id = store.create_run(recipe.name, dumps_recipe(recipe), recipe_model_label(recipe), recipe.techniques)
     rep = MultiReporter([StoreReporter(store, run_id), outer])
     run_started = getattr(outer, "run_started", None)
     if callable(run_started):
@@ -236,10 +249,11 @@ def record_unfinished_run(store: RunStore, run_id: int, summary: dict[str, Any],
 
 def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stage]) -> None:
     recipe, rep = ctx.recipe, ctx.reporter
-    stages = [] if benchmark_only else [s for s in all_stages if s.applies(recipe)]
-    for stage in stages:
+    applying = [] if benchmark_only else [s for s in all_stages if s.applies(recipe)]
+    for stage in applying:
         if stage.preflight is not None:
             stage.preflight(recipe)  # before any work: e.g. an export folder that cannot be written
+    stages = [s for s in applying if s.run is not None]  # the optimization chain
     _stage_load(ctx)
     if recipe.batching.find_max_batch and ctx.module is not None:
         from workbench.core.batching import find_max_batch
@@ -257,7 +271,7 @@ def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stag
                 "model (model.width) or the inputs (data.image_size) smaller")
     owned = any(s.owns_training for s in stages)
     if recipe.train.epochs > 0 and not benchmark_only and not owned:
-        _stage_train(ctx)
+        train_with_hooks(ctx, applying)
     train_sps = ctx.train_result.train_samples_per_s if ctx.train_result else None
     if ctx.baseline is None and not owned:
         ctx.baseline = ctx.measure("baseline", module=ctx.module, onnx_path=ctx.onnx_path,
@@ -270,6 +284,7 @@ def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stag
     for stage in stages:
         ctx.cancel.raise_if_cancelled()
         rep.stage_started(stage.name)
+        assert stage.run is not None
         record = stage.run(ctx)
         record.setdefault("name", stage.name)
         ctx.stages.append(record)
@@ -352,6 +367,31 @@ def split_loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:
     return build_loader(dataset, size, ctx.recipe.loader, train=train, seed=ctx.recipe.train.seed)
 
 
+def train_with_hooks(ctx: RunContext, stages: Sequence[Stage]) -> None:
+    """The training step between the applying stages' ``before_train`` and ``after_train`` hooks.
+
+    ``after_train`` runs only when training succeeded: it may talk to other processes (DDP ranks
+    gather checksums), and a rank whose training raised must leave at once, not wait for its peers.
+    """
+    hooked = [s for s in stages if s.before_train is not None or s.after_train is not None]
+    for stage in hooked:
+        if stage.before_train is not None:
+            stage.before_train(ctx)
+    _stage_train(ctx)
+    for stage in reversed(hooked):
+        if stage.after_train is not None:
+            stage.after_train(ctx)
+
+
+def load_for_training(recipe: Recipe, store: RunStore | None, reporter: Reporter, cancel: CancelToken,
+                      run_id: int = 0) -> RunContext:
+    """Data, model and loaders as a run has them, without recording anything (other ranks of a DDP run)."""
+    plan = resolve_precision(recipe.precision)
+    ctx = RunContext(recipe, store, run_id, reporter, cancel, plan)  # type: ignore[arg-type]
+    _stage_load(ctx)
+    return ctx
+
+
 def _stage_train(ctx: RunContext) -> None:
     from workbench.core.train import train
 
@@ -387,7 +427,8 @@ def weights_of_run(store: RunStore, ref: str) -> Path:
     return arts[-1].path
 
 
-def _model_label(recipe: Recipe) -> str:
+def recipe_model_label(recipe: Recipe) -> str:
+    """How a run's model is named in the runs table (zoo name, or class and file)."""
     return recipe.model.label
 
 

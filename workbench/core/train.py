@@ -123,6 +123,9 @@ def train(
     done = False
     for epoch in range(epochs):
         module.train()
+        set_epoch = getattr(getattr(train_loader, "sampler", None), "set_epoch", None)
+        if callable(set_epoch):  # a DistributedSampler reshuffles its shard per epoch
+            set_epoch(epoch)
         epoch_loss, epoch_n = 0.0, 0
         opt.zero_grad(set_to_none=True)
         t_wait = time.perf_counter()

@@ -789,6 +789,10 @@ class MainWindow(QMainWindow):
         status = getattr(outcome, "status", None)
         if status == "completed":
             s = getattr(outcome, "summary", {}) or {}
+            for panel in self.panels:  # panels that chart a run's result (e.g. the early-exit curve)
+                show = getattr(panel, "show_run_result", None)
+                if callable(show):
+                    show(s)
             final = s.get("final") or {}
             acc, tput = final.get("accuracy"), final.get("throughput")
             parts = [f"run {outcome.run_id} completed"]  # type: ignore[attr-defined]

@@ -21,6 +21,8 @@ _FROM: dict[str, str] = {
     "DistillSection": "workbench.techniques.distill.config",
     "QuantizeSection": "workbench.techniques.quantize.config",
     "ExportSection": "workbench.techniques.export.config",
+    "EarlyExitSection": "workbench.techniques.early_exit.config",
+    "DistributedSection": "workbench.techniques.distributed.config",
 }
 
 __all__ = sorted(_FROM)

@@ -13,8 +13,9 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-#: Every technique, in the order a run chains them (prune → distill → quantize → export).
-TECHNIQUES: tuple[str, ...] = ("prune", "distill", "quantize", "export")
+#: Every technique, in the order a run chains them: data-parallel training first (it acts on training),
+#: then prune → distill → early_exit → quantize → export.
+TECHNIQUES: tuple[str, ...] = ("distributed", "prune", "distill", "early_exit", "quantize", "export")
 
 
 def _module(name: str, part: str) -> ModuleType:
@@ -50,8 +51,27 @@ def panel_modules() -> list[ModuleType]:
     return [m for name in TECHNIQUES if (m := _optional(name, "panel")) is not None]
 
 
+def launchers() -> list[ModuleType]:
+    """The techniques' ``launch`` modules: a technique that must start the run itself (several processes)
+    offers ``needs_launch(recipe)`` and ``launch(recipe, **kwargs)`` there."""
+    return [m for name in TECHNIQUES if (m := _optional(name, "launch")) is not None]
+
+
 def run_recipe(recipe: Any, **kwargs: Any) -> Any:
-    """``core.pipeline.run_recipe`` with every technique's stage: what the CLI and the GUI run."""
+    """``core.pipeline.run_recipe`` with every technique's stage: what the CLI and the GUI run.
+
+    A technique whose launcher claims the recipe starts it instead (``[distributed]`` over several
+    processes goes through PyTorch's launcher, ``distributed/launch.py``); each rank then runs this pipeline.
+    """
+    for launcher in launchers():
+        if launcher.needs_launch(recipe):
+            if kwargs.pop("benchmark_only", False):
+                from workbench.errors import RecipeError
+
+                raise RecipeError(
+                    f"a [{launcher.SECTION}] recipe cannot run benchmark-only: remove [{launcher.SECTION}] to benchmark"
+                )
+            return launcher.launch(recipe, **kwargs)
     from workbench.core.pipeline import run_recipe as run_core
 
     return run_core(recipe, stages=stages(), **kwargs)

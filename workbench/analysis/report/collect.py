@@ -280,6 +280,18 @@ def _environment(run: Any) -> dict[str, Any]:
     return {k: v for k, v in env.items() if isinstance(v, str | int | float | bool)}
 
 
+def _early_exit(run: Any) -> dict[str, Any] | None:
+    """A run's early-exit result: the validation curve, the chosen threshold and the eval figures."""
+    record = next((s for s in (run.summary or {}).get("stages") or []
+                   if isinstance(s, Mapping) and s.get("name") == "early_exit"), None)
+    if record is None:
+        return None
+    ev, lat = record.get("eval") or {}, record.get("latency") or {}
+    return {"run_id": run.id, "threshold": record.get("threshold"), "rule": record.get("rule"),
+            "exits": record.get("exits") or [], "validation": record.get("validation") or {}, "eval": ev,
+            "latency": lat, "note": record.get("note", "")}
+
+
 def collect_report_data(
     store: Any,
     run_ids: Sequence[int],
@@ -311,6 +323,7 @@ def collect_report_data(
         "verdicts": {str(r.id): v for r in runs if (v := _verdict(r))},
         "environments": {str(r.id): _environment(r) for r in runs},
         "recipes": {str(r.id): r.recipe for r in runs},
+        "early_exits": [e for r in runs if (e := _early_exit(r))],
     }
     reporter.progress(1, 4, "telemetry")
     data["telemetry"] = {str(r.id): _telemetry(store, r) for r in runs}

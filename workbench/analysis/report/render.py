@@ -130,6 +130,21 @@ def _sweep_charts(sw: dict[str, Any]) -> list[str]:
     return charts
 
 
+def _early_exit_svg(ee: dict[str, Any]) -> str:
+    """Validation accuracy against compute per sample over thresholds, the chosen one ringed."""
+    val, full_macs = ee["validation"], (ee["eval"] or {}).get("full_macs") or 0
+    curve = val.get("curve") or []
+    if not curve or not full_macs:
+        return ""
+    pts = [ScatterPoint(100.0 * c["mean_macs"] / full_macs, 100.0 * c["accuracy"], f"t={c['threshold']:.2f}",
+                        highlight=abs(c["threshold"] - (ee["threshold"] or -1)) < 1e-9, group="thresholds")
+           for c in curve]
+    chosen = [(100.0 * val["mean_macs"] / full_macs, 100.0 * val["accuracy"])]
+    return scatter_chart(pts, title=f"Run {ee['run_id']}: early exits, accuracy against compute",
+                         x_label="compute per sample (% of the full model)", y_label="validation accuracy (%)",
+                         frontier=chosen)
+
+
 def _verdict_items(data: dict[str, Any]) -> list[dict[str, Any]]:
     items = []
     for rid, v in data["verdicts"].items():
@@ -201,7 +216,8 @@ def render_html(data: dict[str, Any]) -> str:
     envs = data["environments"]
     charts = {"pareto": Markup(_pareto_svg(data)),
               "sweeps": {sw["run_id"]: [Markup(c) for c in _sweep_charts(sw)] for sw in data["sweeps"]},
-              "telemetry": [Markup(c) for c in _telemetry_svgs(data)]}
+              "telemetry": [Markup(c) for c in _telemetry_svgs(data)],
+              "early_exits": {e["run_id"]: Markup(_early_exit_svg(e)) for e in data.get("early_exits") or []}}
     context = {
         "h": data.get("headline") or {},
         "names": ", ".join(f"#{r['run_id']} {r['name']}" for r in data["runs"]),
@@ -209,6 +225,7 @@ def render_html(data: dict[str, Any]) -> str:
         "sweeps": data["sweeps"], "verdicts": _verdict_items(data), "predictions": data["predictions"],
         "runs": data["runs"], "environments": {r: {k: str(v) for k, v in e.items()} for r, e in envs.items()},
         "env_keys": list(dict.fromkeys(k for e in envs.values() for k in e)), "recipes": data["recipes"],
+        "early_exits": data.get("early_exits") or [],
         "workbench": data["workbench"], "generated_at": data["generated_at"],
     }
     return _jinja().get_template("report.html.j2").render(context)

@@ -66,7 +66,7 @@ def run_sweep(
     outer = reporter or Reporter()
     check_device_support(recipe, torch.cuda.is_available())
     run_name = name or f"{recipe.name} sweep"
-    run_id = store.create_run(run_name, dumps_recipe(recipe), _model_label(recipe), recipe.techniques, kind="sweep")
+    run_id = store.create_run(run_name, dumps_recipe(recipe), recipe.model.label, recipe.techniques, kind="sweep")
     rep = MultiReporter([StoreReporter(store, run_id), outer])
     run_started = getattr(outer, "run_started", None)
     if callable(run_started):
@@ -150,5 +150,3 @@ def _load(recipe: Recipe, summary: dict[str, Any], rep: Reporter,
     return loaded.module, shape, bundle.num_classes
 
 
-def _model_label(recipe: Recipe) -> str:
-    return recipe.model.label

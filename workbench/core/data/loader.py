@@ -99,9 +99,12 @@ def _check_shared_cache(dataset: Dataset, num_workers: int) -> None:
 
 
 def build_loader(
-    dataset: Dataset, batch_size: int, loader: LoaderSection, train: bool, seed: int = 0
+    dataset: Dataset, batch_size: int, loader: LoaderSection, train: bool, seed: int = 0, sampler: Any = None
 ) -> DataLoader:
-    """A DataLoader configured from the recipe, safe to use from a process running Qt threads."""
+    """A DataLoader configured from the recipe, safe to use from a process running Qt threads.
+
+    ``sampler`` (e.g. a ``DistributedSampler`` giving this process its shard) replaces shuffling.
+    """
     n = len(dataset)  # type: ignore[arg-type]
     workers = loader.num_workers
     drop_last = bool(train and loader.drop_last and n >= batch_size)
@@ -118,7 +121,8 @@ def build_loader(
     return WorkbenchDataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         pin_memory=bool(loader.pin_memory and torch.cuda.is_available()),
         drop_last=drop_last,

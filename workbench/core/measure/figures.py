@@ -28,6 +28,7 @@ class RunContext(Protocol):
     cancel: Any
     plan: Any
     eval_loader: Any
+    data: Any
     threads: Any
     checkpoints: Sequence[Any]
 
@@ -40,7 +41,23 @@ class RunContext(Protocol):
     @property
     def artifacts(self) -> Path: ...
 
-__all__ = ["METRIC_KEYS", "measure_model", "paired_speedup"]
+__all__ = ["METRIC_KEYS", "STREAM_SAMPLES", "measure_model", "paired_speedup", "real_batches"]
+
+#: Real samples per timed call when a model's speed depends on its input.
+STREAM_SAMPLES = 64
+
+
+def real_batches(dataset: Any, batch_size: int, samples: int = STREAM_SAMPLES) -> list[Any]:
+    """The first ``samples`` items of ``dataset`` (at least one batch) as float32 batches of ``batch_size``.
+
+    The same inputs for every contestant, and many of them: a model that decides per input how much
+    to compute (early exits) is timed on a realistic mix, not on one sample repeated.
+    """
+    import numpy as np
+
+    n = max(batch_size, samples - samples % batch_size)
+    xs = [np.asarray(dataset[i % len(dataset)][0], dtype=np.float32) for i in range(n)]
+    return [np.stack(xs[i:i + batch_size]) for i in range(0, n, batch_size)]
 
 
 #: The keys every measured model reports (CLI `--json`, runs table, comparisons).
@@ -171,10 +188,15 @@ def paired_speedup(ctx: RunContext) -> dict[str, Any] | None:
         from workbench.core.measure.timing import fixed_threads
 
         with fixed_threads(threads.threads):
+            dynamic = any(getattr(cp, "dynamic", False) for cp in ctx.checkpoints)
+            stream = (lambda b: real_batches(ctx.data.eval, b)) if dynamic else None
+            if dynamic:
+                rep.log(f"paired timing: {', '.join(cp.step for cp in ctx.checkpoints if cp.dynamic)} depends on "
+                        f"its input, so every model is timed on the same {STREAM_SAMPLES} real eval samples per call")
             timing = time_paired(contestants, ctx.input_shape, bench.batch_sizes, threads=threads,
                                  rounds=bench.rounds, iters=bench.iters, warmup=bench.warmup,
                                  max_time_s=bench.max_time_s, cancel=ctx.cancel, reporter=rep,
-                                 seed=ctx.recipe.train.seed)
+                                 seed=ctx.recipe.train.seed, stream=stream)
     finally:
         for c in contestants:
             c.runtime.close()

@@ -49,6 +49,10 @@ CONTENTION_LIMIT_CORES = 0.25
 CI_LIMIT = 0.15
 #: Fewer rounds than this and the interval says too little (5 rounds: 94 % coverage at best).
 MIN_ROUNDS = 5
+#: Rounds keep coming until the interval is tight enough, up to this many (and the time budget).
+MAX_ROUNDS = 60
+#: Untimed rounds first: a fresh thread pool and cold caches make the first rounds slow.
+WARMUP_ROUNDS = 2
 #: Shorter spans than this are not judged on their own: the CPU counters tick every 10 ms.
 MIN_LOAD_SPAN_S = 0.5
 
@@ -342,6 +346,7 @@ class PairedTiming:
             "steps": steps,
             "models": models,
             "calls_per_block": {str(bt.batch): bt.calls_per_block for bt in self.batches},
+            "rounds_by_batch": {str(bt.batch): len(bt.blocks_ms[0]) for bt in self.batches},
         }
 
 
@@ -356,7 +361,8 @@ def _block_median_ms(fn: Callable[[], Any], sync: Callable[[], None] | None, cal
     if settle_s > 0:
         time.sleep(settle_s)
         fn()
-    return float(np.median([time_one_call_ns(fn, sync) / 1e6 for _ in range(calls)]))
+    per = getattr(fn, "n", 1)  # a stream call covers ``n`` batches: report the time per batch
+    return float(np.median([time_one_call_ns(fn, sync) / 1e6 / per for _ in range(calls)]))
 
 
 def time_paired(
@@ -374,27 +380,39 @@ def time_paired(
     seed: int = 0,
     make_batch: Callable[[int], np.ndarray] | None = None,
     settle_s: float = SETTLE_S,
+    stream: Callable[[int], Sequence[np.ndarray]] | None = None,
+    max_rounds: int = MAX_ROUNDS,
 ) -> PairedTiming:
     """Time every contestant in interleaved rounds per batch size; see the module docstring.
 
     Each round runs a block of ``k`` calls per contestant (``k`` about ``iters / rounds``, fewer when
-    ``rounds × contestants × k`` calls would outlast ``max_time_s`` per batch size, never under one)
+    ``max_rounds × contestants × k`` calls would outlast ``max_time_s`` per batch size, never under one)
     and keeps the block's median. Rounds alternate direction (A B C, C B A, …) so a slow drift in
-    machine speed cancels out. The caller fixes the thread count (``threads``) for torch and builds
-    onnxruntime sessions with the same count before calling.
+    machine speed cancels out. Two untimed rounds come first (the first rounds of a fresh thread pool
+    run slow). After ``rounds`` rounds, timing goes on until the 95 % interval of the first-vs-last
+    ratio is within ±``CI_LIMIT`` of it, ``max_rounds`` are done, or ``max_time_s`` has passed:
+    sub-millisecond calls on a small VM are noisy, and more rounds, not longer ones, tighten the
+    interval. The caller fixes the thread count (``threads``) for torch and builds onnxruntime
+    sessions with the same count before calling.
     """
     if len(contestants) < 2:
         raise ValueError("paired timing needs a baseline and at least one other model")
     rounds = max(rounds, MIN_ROUNDS)
+    max_rounds = max(max_rounds, rounds)
     rng = np.random.default_rng(seed)
     n = len(contestants)
     results: list[BatchTiming] = []
     total_steps = len(batch_sizes) * rounds
     with ContentionMonitor() as whole:
         for bi, b in enumerate(batch_sizes):
-            batch = make_batch(b) if make_batch is not None else \
-                rng.standard_normal((b, *input_shape), dtype=np.float32)
-            calls = [c.runtime.timed_call(batch) for c in contestants]
+            if stream is not None:
+                # Data-dependent models (early exits): each call runs a stream of different real batches,
+                # and a call's time is divided by their number, so a block is a mean over many inputs.
+                calls = [_stream_call(c.runtime, stream(b)) for c in contestants]
+            else:
+                batch = make_batch(b) if make_batch is not None else \
+                    rng.standard_normal((b, *input_shape), dtype=np.float32)
+                calls = [c.runtime.timed_call(batch) for c in contestants]
             for c, (fn, sync) in zip(contestants, calls, strict=True):
                 for _ in range(max(warmup, int(getattr(c.runtime, "min_warmup", 0)), 1)):
                     if cancel is not None:
@@ -403,29 +421,77 @@ def time_paired(
                 if sync is not None:
                     sync()
             # Estimate each model's call time to size blocks within the time budget.
-            est_ms = [_block_median_ms(fn, sync, 3) for fn, sync in calls]
+            est_ms = [_block_median_ms(fn, sync, 3) * getattr(fn, "n", 1) for fn, sync in calls]  # per call
             want = max(1, math.ceil(iters / rounds))
-            budget_ms = max_time_s * 1e3 / (rounds * n)
+            budget_ms = max_time_s * 1e3 / (max_rounds * n)
             per_block = [max(1, min(want, int(budget_ms // max(e, 1e-6)))) for e in est_ms]
+
+            def one_round(r: int, record: bool, blocks: list[list[float]], per_block: list[int] = per_block,
+                          calls: list = calls) -> None:
+                order = range(n) if r % 2 == 0 else range(n - 1, -1, -1)
+                for i in order:
+                    fn, sync = calls[i]
+                    ms = _block_median_ms(fn, sync, per_block[i], settle_s)
+                    if record:
+                        blocks[i].append(ms)
+
+            for r in range(WARMUP_ROUNDS):
+                one_round(r, False, [])
             blocks: list[list[float]] = [[] for _ in range(n)]
+            t0 = time.perf_counter()
             with ContentionMonitor() as mon:
-                for r in range(rounds):
+                r = 0
+                while True:
                     if cancel is not None:
                         cancel.raise_if_cancelled()
                     if reporter is not None:
-                        reporter.progress(bi * rounds + r, total_steps, f"paired timing: batch {b}, round {r + 1}")
-                    order = range(n) if r % 2 == 0 else range(n - 1, -1, -1)
-                    for i in order:
-                        fn, sync = calls[i]
-                        blocks[i].append(_block_median_ms(fn, sync, per_block[i], settle_s))
+                        reporter.progress(bi * rounds + min(r, rounds - 1), total_steps,
+                                          f"paired timing: batch {b}, round {r + 1}")
+                    one_round(r, True, blocks)
+                    r += 1
+                    if r < rounds:
+                        continue
+                    if r >= max_rounds or time.perf_counter() - t0 >= max_time_s:
+                        break
+                    med, lo, hi = median_ci95([x / y for x, y in zip(blocks[0], blocks[-1], strict=True) if y > 0])
+                    if med > 0 and med - lo <= CI_LIMIT * med and hi - med <= CI_LIMIT * med:
+                        break
             assert mon.load is not None
             results.append(BatchTiming(b, blocks, per_block, mon.load))
     if reporter is not None:
         reporter.progress(total_steps, total_steps, "paired timing done")
     assert whole.load is not None
-    timing = PairedTiming([(c.step, c.label) for c in contestants], rounds, threads, results, whole.load)
+    used = max((len(bt.blocks_ms[0]) for bt in results), default=rounds)
+    timing = PairedTiming([(c.step, c.label) for c in contestants], used, threads, results, whole.load)
     timing.problems = reliability_problems(timing)
     return timing
+
+
+def _stream_call(runtime: Any, batches: Sequence[np.ndarray]) -> tuple[Callable[[], Any], None]:
+    """One timed call over every batch of a stream; the block timer sees the mean time per batch."""
+    if not batches:
+        raise ValueError("a stream needs at least one batch")
+    staged = [runtime.timed_call(b) for b in batches]
+    syncs = [s for _, s in staged if s is not None]
+    n = len(staged)
+
+    def run_all() -> None:
+        for fn, _ in staged:
+            fn()
+        for s in syncs[:1]:  # one device sync at the end covers queued work of every batch
+            s()
+
+    return _PerBatch(run_all, n), None
+
+
+class _PerBatch:
+    """A callable whose measured time the block timer divides by ``n`` (see ``_block_median_ms``)."""
+
+    def __init__(self, fn: Callable[[], Any], n: int) -> None:
+        self.fn, self.n = fn, n
+
+    def __call__(self) -> Any:
+        return self.fn()
 
 
 def reliability_problems(timing: PairedTiming) -> list[str]:

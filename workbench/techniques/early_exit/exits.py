@@ -383,3 +383,19 @@ def exit_costs(model: EarlyExitModel, input_shape: Sequence[int]) -> ExitCosts:
             h = h_next
     model.train(was)
     return ExitCosts(seg_macs, head_macs)
+
+
+class EarlyExitInference(nn.Module):
+    """The deployable form: ``forward`` is dynamic inference at a fixed threshold (logits only).
+
+    Evaluation, the paired timing and saved weights all go through this one module, so what is
+    measured is exactly what a user would run.
+    """
+
+    def __init__(self, model: EarlyExitModel, threshold: float) -> None:
+        super().__init__()
+        self.model = model
+        self.threshold = float(threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.infer(x, self.threshold)[0]
