@@ -58,11 +58,11 @@ def _run(recipe: Path, home: Path) -> dict[str, Any]:
     return result
 
 
-def _row(label: str, r: dict[str, Any]) -> dict[str, Any]:
+def _row(label: str, index: int, r: dict[str, Any]) -> dict[str, Any]:
     sp = r.get("speedup") or {}
     lat = (sp.get("latency") or {}).get("1") or {}
     b, f = r["baseline"], r["final"]
-    return {"load": label, "run": r["run_id"], "baseline_p50": b.get("latency_ms_p50"),
+    return {"load": label, "run": index, "baseline_p50": b.get("latency_ms_p50"),
             "final_p50": f.get("latency_ms_p50"),
             "unpaired": b["latency_ms_p50"] / f["latency_ms_p50"] if f.get("latency_ms_p50") else None,
             "paired": lat.get("ratio"), "ci": lat.get("ci95"), "reliable": sp.get("reliable"),
@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="wb-load-") as tmp:
         recipe = _recipe(Path(args.recipe), args.samples, args.epochs, Path(tmp) / "recipe.toml")
         for i in range(args.runs):
-            rows.append(_row("quiet", _run(recipe, Path(tmp) / f"quiet-{i}")))
+            rows.append(_row("quiet", i + 1, _run(recipe, Path(tmp) / f"quiet-{i}")))
         busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
         try:
             time.sleep(1.0)
             for i in range(args.runs):
-                rows.append(_row("2 busy processes", _run(recipe, Path(tmp) / f"loaded-{i}")))
+                rows.append(_row("2 busy processes", i + 1, _run(recipe, Path(tmp) / f"loaded-{i}")))
         finally:
             for p in busy:
                 p.kill()

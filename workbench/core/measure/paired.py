@@ -350,6 +350,9 @@ class PairedTiming:
         }
 
 
+#: The shortest timed block per contestant and round (ms): long enough that its median is not one
+#: timer tick or one preemption, short enough that 60 rounds of every contestant fit the time budget.
+BLOCK_MS = 25.0
 #: Pause before each block: long enough for the previous runtime's spinning worker threads (OpenMP in
 #: torch, onnxruntime's pool) to go to sleep, so one runtime's threads do not steal cores from the next.
 SETTLE_S = 0.01
@@ -385,14 +388,13 @@ def time_paired(
 ) -> PairedTiming:
     """Time every contestant in interleaved rounds per batch size; see the module docstring.
 
-    Each round runs a block of ``k`` calls per contestant (``k`` about ``iters / rounds``, fewer when
-    ``max_rounds × contestants × k`` calls would outlast ``max_time_s`` per batch size, never under one)
-    and keeps the block's median. Rounds alternate direction (A B C, C B A, …) so a slow drift in
+    Each round runs a block of ``k`` calls per contestant (enough calls to last ``BLOCK_MS``, at least
+    ``iters / rounds``, fewer when ``max_rounds × contestants`` blocks would outlast ``max_time_s`` per
+    batch size, never under one) and keeps the block's median. Rounds alternate direction (A B C, C B A, …) so a slow drift in
     machine speed cancels out. Two untimed rounds come first (the first rounds of a fresh thread pool
     run slow). After ``rounds`` rounds, timing goes on until the 95 % interval of the first-vs-last
     ratio is within ±``CI_LIMIT`` of it, ``max_rounds`` are done, or ``max_time_s`` has passed:
-    sub-millisecond calls on a small VM are noisy, and more rounds, not longer ones, tighten the
-    interval. The caller fixes the thread count (``threads``) for torch and builds onnxruntime
+    sub-millisecond calls on a small VM are noisy, and more rounds tighten the interval. The caller fixes the thread count (``threads``) for torch and builds onnxruntime
     sessions with the same count before calling.
     """
     if len(contestants) < 2:
@@ -422,9 +424,12 @@ def time_paired(
                     sync()
             # Estimate each model's call time to size blocks within the time budget.
             est_ms = [_block_median_ms(fn, sync, 3) * getattr(fn, "n", 1) for fn, sync in calls]  # per call
+            # A block lasts at least BLOCK_MS (a median over a handful of sub-millisecond calls is mostly
+            # scheduler noise), never fewer than iters / rounds calls, and fits the time budget.
             want = max(1, math.ceil(iters / rounds))
             budget_ms = max_time_s * 1e3 / (max_rounds * n)
-            per_block = [max(1, min(want, int(budget_ms // max(e, 1e-6)))) for e in est_ms]
+            per_block = [max(1, min(max(want, math.ceil(BLOCK_MS / max(e, 1e-6))), int(budget_ms // max(e, 1e-6))))
+                         for e in est_ms]
 
             def one_round(r: int, record: bool, blocks: list[list[float]], per_block: list[int] = per_block,
                           calls: list = calls) -> None:
