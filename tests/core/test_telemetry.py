@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from workbench.core.events import RecordingReporter
-from workbench.core.telemetry import TelemetrySampler, device_description
+from workbench.core.telemetry import TelemetrySampler, device_description, paused_for_timing
 
 CPU_KEYS = {"cpu_percent", "proc_cpu_percent", "ram_used_bytes", "ram_total_bytes", "proc_rss_bytes"}
 
@@ -120,6 +120,20 @@ def test_stop_joins_quickly_and_is_idempotent() -> None:
 def test_rate_roughly_respected() -> None:
     _, got = _collect({"nvml_module": None}, seconds=1.0)
     assert 12 <= len(got) <= 45  # 40 Hz for 1 s, generous for a loaded 2-core CI box
+
+
+def test_samplers_skip_their_ticks_while_a_timing_runs_and_resume_after() -> None:
+    got: list[dict[str, float]] = []
+    with TelemetrySampler(got.append, hz=50, nvml_module=None):
+        time.sleep(0.15)
+        before = len(got)
+        with paused_for_timing(), paused_for_timing():  # nested timings: paused until the outer ends
+            time.sleep(0.05)  # a tick already in flight may still land
+            during = len(got)
+            time.sleep(0.3)
+            assert len(got) - during <= 1
+        time.sleep(0.2)
+    assert before >= 3 and len(got) - during >= 4
 
 
 def test_callback_error_does_not_kill_thread() -> None:

@@ -29,6 +29,7 @@ import psutil
 
 from workbench.core.events import CancelToken, Reporter
 from workbench.core.measure.timing import time_one_call_ns
+from workbench.core.telemetry import paused_for_timing
 
 __all__ = [
     "CONTENTION_LIMIT_CORES",
@@ -390,12 +391,13 @@ def time_paired(
 
     Each round runs a block of ``k`` calls per contestant (enough calls to last ``BLOCK_MS``, at least
     ``iters / rounds``, fewer when ``max_rounds × contestants`` blocks would outlast ``max_time_s`` per
-    batch size, never under one) and keeps the block's median. Rounds alternate direction (A B C, C B A, …) so a slow drift in
-    machine speed cancels out. Two untimed rounds come first (the first rounds of a fresh thread pool
-    run slow). After ``rounds`` rounds, timing goes on until the 95 % interval of the first-vs-last
-    ratio is within ±``CI_LIMIT`` of it, ``max_rounds`` are done, or ``max_time_s`` has passed:
-    sub-millisecond calls on a small VM are noisy, and more rounds tighten the interval. The caller fixes the thread count (``threads``) for torch and builds onnxruntime
-    sessions with the same count before calling.
+    batch size, never under one) and keeps the block's median. Rounds alternate direction (A B C,
+    C B A, …) so a slow drift in machine speed cancels out. Two untimed rounds come first (the first
+    rounds of a fresh thread pool run slow). After ``rounds`` rounds, timing goes on until the 95 %
+    interval of the first-vs-last ratio is within ±``CI_LIMIT`` of it, ``max_rounds`` are done, or
+    ``max_time_s`` has passed: sub-millisecond calls on a small VM are noisy, and more rounds tighten
+    the interval. The caller fixes the thread count (``threads``) for torch and builds onnxruntime
+    sessions with the same count (and without spin-waiting pools, see ``OrtRuntime``) before calling.
     """
     if len(contestants) < 2:
         raise ValueError("paired timing needs a baseline and at least one other model")
@@ -405,7 +407,7 @@ def time_paired(
     n = len(contestants)
     results: list[BatchTiming] = []
     total_steps = len(batch_sizes) * rounds
-    with ContentionMonitor() as whole:
+    with paused_for_timing(), ContentionMonitor() as whole:  # no telemetry ticks between the rounds
         for bi, b in enumerate(batch_sizes):
             if stream is not None:
                 # Data-dependent models (early exits): each call runs a stream of different real batches,

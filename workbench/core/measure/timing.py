@@ -20,6 +20,7 @@ import psutil
 import torch
 
 from workbench.core.events import CancelToken, Reporter
+from workbench.core.telemetry import paused_for_timing
 
 __all__ = [
     "LatencyStats",
@@ -139,18 +140,19 @@ def time_callable(
     # for the GUI and every other job, and nests badly across threads), and gc.collect() on a job thread
     # can free Qt objects owned by the GUI thread. A collection during a call is rare; the median and the
     # percentiles show it for what it is.
-    start = perf()
-    while True:
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        samples_ns.append(time_one_call_ns(fn, sync))
-        t1 = perf()
-        n = len(samples_ns)
-        elapsed = t1 - start
-        if n >= iters and elapsed >= min_ns:
-            break
-        if elapsed >= max_ns and n >= 3:
-            break
+    with paused_for_timing():  # the app's own telemetry thread must not take the cores being timed
+        start = perf()
+        while True:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            samples_ns.append(time_one_call_ns(fn, sync))
+            t1 = perf()
+            n = len(samples_ns)
+            elapsed = t1 - start
+            if n >= iters and elapsed >= min_ns:
+                break
+            if elapsed >= max_ns and n >= 3:
+                break
     return latency_stats([s / 1e6 for s in samples_ns], batch_size)
 
 

@@ -31,6 +31,7 @@ from workbench.core.measure.runtimes import TorchRuntime
 from workbench.core.measure.timing import fixed_threads, latency_stats, time_one_call_ns
 from workbench.core.pipeline import RunContext, Stage, split_loader
 from workbench.core.precision import unwrap
+from workbench.core.telemetry import paused_for_timing
 from workbench.errors import RecipeError, WorkbenchError
 from workbench.recipe import Recipe
 from workbench.techniques.early_exit.bundle import export_segments, verify_segments, write_early_exit_bundle
@@ -92,15 +93,16 @@ def _train(ctx: RunContext, ee: EarlyExitModel) -> Any:
             p.requires_grad_(True)
 
 
-def _per_sample_ms(module: torch.nn.Module, samples: list[np.ndarray], device: torch.device,
-                   repeats: int = 3) -> list[float]:
-    """Each sample's batch-1 latency (median of ``repeats`` calls), for the mean and the p95."""
+def _per_sample_ms(runtime: TorchRuntime, samples: list[np.ndarray], repeats: int = 3) -> list[float]:
+    """Each sample's batch-1 latency (median of ``repeats`` calls), for the mean and the p95.
+
+    Through the same runtime calls as the paired timing, so both see the model the same way.
+    """
     out = []
-    with torch.inference_mode():
-        for x in samples:
-            t = torch.from_numpy(x).to(device)
-            module(t)  # warm this path
-            out.append(float(np.median([time_one_call_ns(lambda t=t: module(t)) / 1e6 for _ in range(repeats)])))
+    for x in samples:
+        fn, sync = runtime.timed_call(x)
+        fn()  # warm this path
+        out.append(float(np.median([time_one_call_ns(fn, sync) / 1e6 for _ in range(repeats)])))
     return out
 
 
@@ -112,12 +114,12 @@ def _latency(ctx: RunContext, full: torch.nn.Module, early: torch.nn.Module) -> 
     device = ctx.plan.device
     contestants = [Contestant("full model", "full model", TorchRuntime(full, device=device)),
                    Contestant("early_exit", "early exits", TorchRuntime(early, device=device))]
-    with fixed_threads(threads.threads):
+    with fixed_threads(threads.threads), paused_for_timing():
         timing = time_paired(contestants, ctx.input_shape, [1], threads=threads, rounds=bench.rounds,
                              iters=bench.rounds, warmup=1, max_time_s=max(bench.max_time_s, 20.0),
                              cancel=ctx.cancel, stream=lambda _b: samples)
-        full_ms = latency_stats(_per_sample_ms(full, samples, device), 1)
-        early_ms = latency_stats(_per_sample_ms(early, samples, device), 1)
+        full_ms = latency_stats(_per_sample_ms(contestants[0].runtime, samples), 1)
+        early_ms = latency_stats(_per_sample_ms(contestants[1].runtime, samples), 1)
     d = timing.to_dict()
     return {"samples": len(samples), "paired": d["latency"]["1"], "reliable": d["reliable"], "reason": d["reason"],
             "threads": d["threads"], "full": {"mean_ms": full_ms.mean_ms, "p95_ms": full_ms.p95_ms},
@@ -141,7 +143,7 @@ def run_early_exit_stage(ctx: RunContext) -> dict[str, Any]:
     ee.eval()
     costs = exit_costs(ee, ctx.input_shape)
     device = next(ee.parameters()).device
-    val = profile_exits(ee, ctx.val_loader, costs.exit_macs, device, ctx.cancel)
+    val = profile_exits(ee, ctx.val_loader, costs.exit_macs, device, ctx.cancel, costs.model_macs)
     if cfg.threshold > 0:
         chosen = {**val.simulate(cfg.threshold), "full_accuracy": val.full_accuracy, "max_drop_points": cfg.max_drop}
         rep.log(f"early_exit: fixed threshold {cfg.threshold:g} (early_exit.threshold)")
@@ -149,7 +151,7 @@ def run_early_exit_stage(ctx: RunContext) -> dict[str, Any]:
         chosen = choose_threshold(val, cfg.max_drop)
     threshold = chosen["threshold"]
     ee.threshold = threshold
-    ev = profile_exits(ee, ctx.eval_loader, costs.exit_macs, device, ctx.cancel)
+    ev = profile_exits(ee, ctx.eval_loader, costs.exit_macs, device, ctx.cancel, costs.model_macs)
     on_eval = ev.simulate(threshold)
     rep.log(f"early_exit: threshold {threshold:.3f} ({cfg.rule}) chosen on validation: accuracy "
             f"{chosen['accuracy']:.2%} vs full {val.full_accuracy:.2%}; on eval {on_eval['accuracy']:.2%} vs full "
@@ -182,7 +184,7 @@ def run_early_exit_stage(ctx: RunContext) -> dict[str, Any]:
         "name": "early_exit", "exits": points, "mode": cfg.mode, "rule": cfg.rule, "threshold": threshold,
         "before": before, "after": after, "train": trained.to_dict(),
         "validation": {"full_accuracy": val.full_accuracy, **chosen, "curve": val.curve()},
-        "eval": {"full_accuracy": ev.full_accuracy, **on_eval, "full_macs": costs.exit_macs[-1],
+        "eval": {"full_accuracy": ev.full_accuracy, **on_eval, "full_macs": costs.model_macs,
                  "exit_macs": costs.exit_macs},
         "latency": latency, "bundle": bundle, "note": note,
     }
