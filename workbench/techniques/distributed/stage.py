@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from workbench.core.data import build_loader
 from workbench.core.pipeline import RunContext, Stage
 from workbench.recipe import Recipe
@@ -45,7 +47,7 @@ def _before_train(ctx: RunContext) -> None:
     info: dict[str, Any] = {
         "world_size": world, "backend": dist.get_backend(), "per_rank_batch": b.batch_size,
         "global_batch": b.batch_size * world * b.grad_accum_steps, "lr": recipe.train.lr,
-        "per_rank_samples": len(sampler), "threads_per_rank": __import__("torch").get_num_threads(),
+        "per_rank_samples": len(sampler), "threads_per_rank": torch.get_num_threads(),
     }
     ctx.summary["distributed"] = info
     ctx.reporter.log(f"distributed: {world} ranks ({info['backend']}), batch {b.batch_size} per rank = "
@@ -54,7 +56,6 @@ def _before_train(ctx: RunContext) -> None:
 
 
 def _after_train(ctx: RunContext) -> None:
-    import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
