@@ -165,12 +165,17 @@ def run_recipe(
     benchmark_only: bool = False,
     stages: Sequence[Stage] = (),
     run_id: int | None = None,
+    reference: Checkpoint | None = None,
 ) -> RunOutcome:
     """Run a whole recipe and record it. Never raises for run failures: the outcome says what happened.
 
     ``stages`` are the techniques in chain order; core knows none of them, so callers use
     ``workbench.techniques.run_recipe``, which passes every technique's stage. ``run_id`` records into
     a run another process already created (the launcher of a data-parallel run) instead of a new one.
+    ``reference`` is a model the paired timing puts first, in place of the run's own baseline when that is
+    the same configuration (a search times every trial against one fp32 eager model); the run's baseline,
+    when it differs (bf16, channels_last, compile), becomes a step of its own, so the split says what the
+    precision bought.
     """
     store = store or RunStore()
     cancel = cancel or CancelToken()
@@ -198,7 +203,7 @@ def run_recipe(
             ctx = RunContext(recipe, store, run_id, rep, cancel, plan, summary=summary, threads=threads)
             sampler = _start_telemetry(recipe, rep)
             summary["environment"]["device"] = device_description()
-            _run_stages(ctx, benchmark_only, stages)
+            _run_stages(ctx, benchmark_only, stages, reference)
         summary["status"] = "completed"
         store.finish_run(run_id, "completed", summary)
         return RunOutcome(run_id, "completed", summary)
@@ -247,7 +252,8 @@ def record_unfinished_run(store: RunStore, run_id: int, summary: dict[str, Any],
     return RunOutcome(run_id, status, summary, message, None if status == "cancelled" else exc, traceback_path)
 
 
-def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stage]) -> None:
+def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stage],
+                reference: Checkpoint | None = None) -> None:
     recipe, rep = ctx.recipe, ctx.reporter
     applying = [] if benchmark_only else [s for s in all_stages if s.applies(recipe)]
     for stage in applying:
@@ -300,12 +306,29 @@ def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stag
     ctx.summary["stages"] = ctx.stages
     if ctx.module is not None and ctx.loaded.kind != "onnx" and not benchmark_only:
         ctx.save_weights(ctx.module)
-    if stages:
+    if reference is not None:
+        _put_reference_first(ctx, reference)
+    if stages or reference is not None:
         from workbench.core.measure.figures import paired_speedup
 
         speedup = paired_speedup(ctx)
         if speedup is not None:
             ctx.summary["speedup"] = speedup
+
+
+def _put_reference_first(ctx: RunContext, reference: Checkpoint) -> None:
+    """The reference leads the paired timing; the run's own baseline stays only when it is a different model.
+
+    Same label (e.g. both "torch eager fp32"): the run's baseline is the reference's configuration, timed
+    once. Different (the run trains or runs in bf16, channels_last or compiled): it is the first step.
+    """
+    if ctx.checkpoints and ctx.checkpoints[0].step == "baseline":
+        own = ctx.checkpoints[0]
+        if own.label == reference.label:
+            ctx.checkpoints.pop(0)
+        else:
+            own.step = "precision" if not ctx.recipe.precision.compile else "runtime options"
+    ctx.checkpoints.insert(0, reference)
 
 
 def _stage_load(ctx: RunContext) -> None:

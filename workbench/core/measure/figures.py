@@ -28,6 +28,7 @@ class RunContext(Protocol):
     cancel: Any
     plan: Any
     eval_loader: Any
+    val_loader: Any
     data: Any
     threads: Any
     checkpoints: Sequence[Any]
@@ -67,7 +68,11 @@ METRIC_KEYS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "throughput", "pa
 
 def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,
                   train_samples_per_s: float | None = None) -> dict[str, Any]:
-    """The standard figures for one model: eval accuracy, latency p50/p95, throughput, params, size."""
+    """The standard figures for one model: eval accuracy, latency p50/p95, throughput, params, size.
+
+    ``val_accuracy`` (the validation split, when the run has one) is what choices are made on; ``accuracy``
+    (the eval split) is what is reported.
+    """
     from workbench.core.measure.runtimes import OrtRuntime, TorchRuntime, bench_runtime, export_onnx_for_bench
     from workbench.core.measure.timing import bench_torch
 
@@ -85,6 +90,8 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
         runtime = OrtRuntime(onnx_path, threads=threads)
         try:
             out["accuracy"] = evaluate_runtime(runtime, ctx.eval_loader, ctx.cancel)
+            if ctx.val_loader is not None:
+                out["val_accuracy"] = evaluate_runtime(runtime, ctx.val_loader, ctx.cancel)
             with monitor:
                 stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, **timing) if bench.enabled else []
         finally:
@@ -99,6 +106,8 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
         from workbench.core.train import evaluate
 
         out["accuracy"] = evaluate(module, ctx.eval_loader, ctx.plan, ctx.cancel)["accuracy"]
+        if ctx.val_loader is not None:  # what searches and budgets choose on
+            out["val_accuracy"] = evaluate(module, ctx.val_loader, ctx.plan, ctx.cancel)["accuracy"]
         stats = []
         if bench.enabled:
             with monitor:

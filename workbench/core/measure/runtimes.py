@@ -87,6 +87,15 @@ def _compile_prerequisites(device: torch.device) -> None:
         )
 
 
+def compile_available(device: str | torch.device = "cpu") -> tuple[bool, str]:
+    """Whether ``torch.compile`` can work on ``device`` here, and why not (for searches that skip it)."""
+    try:
+        _compile_prerequisites(torch.device(device))
+    except WorkbenchError as exc:
+        return False, str(exc)
+    return True, ""
+
+
 class TorchRuntime:
     """A PyTorch module in eval mode, optionally autocast, channels_last and ``torch.compile``-d.
 
