@@ -113,6 +113,7 @@ def recover_dead_workers(study: Any) -> list[int]:
 
     Returns the numbers of the trials recovered. Trials of other machines are left to the heartbeat.
     """
+    import optuna
     from optuna.trial import TrialState
 
     host = socket.gethostname()
@@ -122,13 +123,13 @@ def recover_dead_workers(study: Any) -> list[int]:
         who = t.user_attrs.get("worker") or {}
         if who.get("host") != host or _alive(who):
             continue
-        try:
+        try:  # the reason first: a finished trial takes no more attributes
+            storage.set_trial_user_attr(t._trial_id, "reason", "its worker process ended mid-trial (killed?); "
+                                        "queued again")
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 continue
-        except RuntimeError:  # another worker finished it meanwhile
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):  # another worker finished it meanwhile
             continue
-        storage.set_trial_user_attr(t._trial_id, "reason", "its worker process ended mid-trial (killed?); "
-                                    "queued again")
         if int(t.user_attrs.get("retries", 0)) < MAX_RETRY:
             study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number,
                                                            "retries": int(t.user_attrs.get("retries", 0)) + 1})
