@@ -155,6 +155,7 @@ class MainWindow(QMainWindow):
         self._build_ui()
         self._build_menus_and_toolbar()
         self._build_sweep()
+        self._build_accelerate()
         self.revalidate_timer = QTimer(self)
         self.revalidate_timer.setSingleShot(True)
         self.revalidate_timer.setInterval(REVALIDATE_MS)
@@ -340,6 +341,46 @@ class MainWindow(QMainWindow):
             run_menu.addAction(self.sweep_action)
         self.runs_view.set_jobs(self.jobs)
         self.runs_view.openSweepRequested.connect(self.open_sweep_run)
+
+    def _build_accelerate(self) -> None:
+        """The Accelerate tab and its toolbar button: a search is an exclusive job handled like a run."""
+        from workbench.gui.accelerate import AccelerateView
+
+        self.accelerate_view = AccelerateView(self.store, self.jobs, self.current_recipe, self)
+        self.tabs.addTab(self.accelerate_view, "Accelerate")
+        self.recipeValidated.connect(self.accelerate_view.set_recipe_valid)
+        self.jobs.busyChanged.connect(self.accelerate_view.set_busy)
+        self.accelerate_view.jobStarted.connect(self._attach_accelerate_job)
+        self.accelerate_action = QAction(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaSeekForward),
+                                         "Accelerate", self)
+        self.accelerate_action.setShortcut(QKeySequence("Ctrl+E"))
+        self.accelerate_action.setToolTip("Find the fastest model within an accuracy budget: tries precisions, "
+                                          "runtimes, INT8 and pruning, each trial a stored run (Ctrl+E)")
+        self.accelerate_action.setStatusTip(self.accelerate_action.toolTip())
+        self.accelerate_action.triggered.connect(self.show_accelerate)
+        self.toolbar.insertAction(self.stop_action, self.accelerate_action)
+        self.accelerate_button = self.toolbar.widgetForAction(self.accelerate_action)
+        self.accelerate_button.setObjectName("accelerateButton")
+        run_menu = next((a.menu() for a in self.menuBar().actions() if a.text() == "&Run"), None)
+        if run_menu is not None:
+            run_menu.addAction(self.accelerate_action)
+        self.runs_view.openAccelerateRequested.connect(self.open_accelerate_run)
+
+    def show_accelerate(self) -> None:
+        """The toolbar button: the Accelerate tab, ready to Start."""
+        self.tabs.setCurrentWidget(self.accelerate_view)
+
+    def open_accelerate_run(self, run_id: int) -> bool:
+        ok = self.accelerate_view.open_run(run_id)
+        if ok:
+            self.tabs.setCurrentWidget(self.accelerate_view)
+        return ok
+
+    def _attach_accelerate_job(self, job: Job) -> None:
+        self.dashboard.start()  # each trial's telemetry and training curves go to the dashboard, live
+        job.runStarted.connect(self._on_run_started)
+        job.finished.connect(lambda _outcome: self._refresh_runs())
+        self.log("Accelerate started", "stage")
 
     def open_sweep_run(self, run_id: int) -> bool:
         """Show a stored sweep run in the Sweep tab."""

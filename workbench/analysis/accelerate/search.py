@@ -60,6 +60,8 @@ from workbench.recipe import Recipe, dumps_recipe
 QUICK_BUDGET_S = 120.0
 #: Time kept back at the end of the budget for the winner's bundle (a re-run without training).
 BUNDLE_RESERVE_S = 15.0
+#: The stage event a search sends whenever its stored trials table changed.
+TRIALS_STAGE = "accelerate:trials"
 #: Consecutive duplicate suggestions after which the space counts as exhausted.
 MAX_DUPLICATES_IN_A_ROW = 12
 
@@ -601,8 +603,12 @@ def run_search(
             plan = TrialPlan(settings.objective, weights, reference_batch, settings.finetune_epochs)
 
             def publish() -> None:
+                """The trials so far into the search's stored summary; the GUI redraws on this stage event."""
                 _fill_results(acc, study, settings)
                 store.update_summary(run_id, summary)
+                rep.stage_finished(TRIALS_STAGE, dict(acc.get("counts") or {}))
+
+            publish()  # the queued trials show at once
 
             searcher = Searcher(study=study, base=recipe, plan=plan, caps=caps, ref=ref, settings=settings,
                                 store=store, reporter=rep, cancel=cancel, deadline=deadline, search_run_id=run_id,

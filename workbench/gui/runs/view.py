@@ -95,6 +95,7 @@ class RunsView(QWidget):
 
     openRecipeRequested = Signal(str)
     openSweepRequested = Signal(int)  # a stored sweep run to show in the Sweep view
+    openAccelerateRequested = Signal(int)  # a stored Accelerate search to show in the Accelerate view
     runsDeleted = Signal(list)
     reportWritten = Signal(str)  # path of the HTML report just written
 
@@ -540,10 +541,12 @@ class RunsView(QWidget):
             self.openSweepRequested.emit(runs[0].id)
 
     def _on_double_clicked(self, index: QModelIndex) -> None:
-        """Double-clicking a sweep row opens it in the Sweep tab (other rows keep plain selection)."""
+        """Double-clicking a sweep (search) row opens it in the Sweep (Accelerate) tab; other rows keep the selection."""
         run = self.model.run_at(self.proxy.mapToSource(index).row())
         if run.kind == "sweep":
             self.openSweepRequested.emit(run.id)
+        elif run.kind == "accelerate":
+            self.openAccelerateRequested.emit(run.id)
 
     # -- Pareto --------------------------------------------------------------------------------------
     def pareto_values(self) -> dict[str, Any]:
@@ -572,6 +575,8 @@ class RunsView(QWidget):
             return
         if run.kind == "sweep":
             self.openSweepRequested.emit(run.id)
+        elif run.kind == "accelerate":
+            self.openAccelerateRequested.emit(run.id)
         elif run.recipe:
             self.openRecipeRequested.emit(run.recipe)
 
