@@ -212,6 +212,15 @@ def test_a_search_records_every_trial_as_a_run_and_bundles_the_winner(tmp_path: 
         bundle = Path(acc["bundle"]["path"])
         assert (bundle / "model.onnx").is_file() and (bundle / "predict.py").is_file()
         assert store.get_run(acc["bundle"]["run_id"]).status == "completed"
+        # The report carries the search: card, every trial, the chart, and the winner as a recipe to re-run.
+        from workbench.analysis.report import collect_report_data, render_html
+
+        data = collect_report_data(store, [out["run_id"]], predictions=False)
+        page = render_html(data)
+        assert data["searches"][0]["winner_recipe"] == store.get_run(best["run_id"]).recipe
+        assert "Before → After" in page and acc["card"] in page.replace("&#43;", "+")
+        assert page.count("<tr") >= len(acc["trials"]) + 1 and f"Search {out['run_id']}: speed-up" in page
+        assert loads_recipe(data["searches"][0]["winner_recipe"]).name == f"mlp · {best['label']}"
     # The same command again resumes: the finished trials are kept and the study grows.
     assert main(["accelerate", str(recipe), "--trials", "4", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)["accelerate"]

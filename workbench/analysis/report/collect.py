@@ -223,6 +223,17 @@ def _sweep_data(run: Any) -> dict[str, Any]:
     return sw
 
 
+def _search_data(store: Any, run: Any) -> dict[str, Any]:
+    """An Accelerate search: its settings, trials, Pareto front, winner, card, and the winner's recipe to re-run."""
+    acc = dict((run.summary or {}).get("accelerate") or {})
+    acc["run_id"] = run.id
+    acc["name"] = run.name
+    best = acc.get("best") or {}
+    winner = store.get_run(int(best["run_id"])) if best.get("run_id") is not None else None
+    acc["winner_recipe"] = winner.recipe if winner is not None else ""
+    return acc
+
+
 def _stage_spans(store: Any, run: Any) -> list[dict[str, Any]]:
     """Stages from the run's log ("stage X started/finished"), in seconds since the run started."""
     open_at: dict[str, float] = {}
@@ -320,6 +331,7 @@ def collect_report_data(
         "comparison": _comparison(runs),
         "pareto": _pareto(runs),
         "sweeps": [_sweep_data(r) for r in runs if r.kind == "sweep"],
+        "searches": [_search_data(store, r) for r in runs if r.kind == "accelerate"],
         "verdicts": {str(r.id): v for r in runs if (v := _verdict(r))},
         "environments": {str(r.id): _environment(r) for r in runs},
         "recipes": {str(r.id): r.recipe for r in runs},

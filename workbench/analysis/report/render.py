@@ -130,6 +130,22 @@ def _sweep_charts(sw: dict[str, Any]) -> list[str]:
     return charts
 
 
+def _search_svg(acc: dict[str, Any]) -> str:
+    """Every finished trial: speed-up against accuracy change, the Pareto front joined, the winner ringed."""
+    front = set(acc.get("pareto") or [])
+    best = (acc.get("best") or {}).get("number")
+    done = [t for t in acc.get("trials") or [] if t.get("state") == "complete" and t.get("speedup") is not None
+            and t.get("drop_points") is not None]
+    pts = [ScatterPoint(-t["drop_points"], t["speedup"], f"#{t['number']}", highlight=t["number"] == best,
+                        group="Pareto front" if t["number"] in front else "other trials") for t in done]
+    line = sorted((-t["drop_points"], t["speedup"]) for t in done if t["number"] in front)
+    max_drop = (acc.get("settings") or {}).get("max_drop")
+    vline = (-float(max_drop), f"budget −{float(max_drop):g} pts") if max_drop is not None else None
+    return scatter_chart(pts, title=f"Search {acc['run_id']}: speed-up against accuracy change",
+                         x_label="accuracy change on validation (points), right is better",
+                         y_label="speed-up vs the reference (x)", frontier=line, vline=vline, include_zero=True)
+
+
 def _early_exit_svg(ee: dict[str, Any]) -> str:
     """Validation accuracy against compute per sample over thresholds, the chosen one ringed."""
     val, full_macs = ee["validation"], (ee["eval"] or {}).get("full_macs") or 0
@@ -217,7 +233,8 @@ def render_html(data: dict[str, Any]) -> str:
     charts = {"pareto": Markup(_pareto_svg(data)),
               "sweeps": {sw["run_id"]: [Markup(c) for c in _sweep_charts(sw)] for sw in data["sweeps"]},
               "telemetry": [Markup(c) for c in _telemetry_svgs(data)],
-              "early_exits": {e["run_id"]: Markup(_early_exit_svg(e)) for e in data.get("early_exits") or []}}
+              "early_exits": {e["run_id"]: Markup(_early_exit_svg(e)) for e in data.get("early_exits") or []},
+              "searches": {a["run_id"]: Markup(_search_svg(a)) for a in data.get("searches") or []}}
     context = {
         "h": data.get("headline") or {},
         "names": ", ".join(f"#{r['run_id']} {r['name']}" for r in data["runs"]),
@@ -226,6 +243,7 @@ def render_html(data: dict[str, Any]) -> str:
         "runs": data["runs"], "environments": {r: {k: str(v) for k, v in e.items()} for r, e in envs.items()},
         "env_keys": list(dict.fromkeys(k for e in envs.values() for k in e)), "recipes": data["recipes"],
         "early_exits": data.get("early_exits") or [],
+        "searches": data.get("searches") or [],
         "workbench": data["workbench"], "generated_at": data["generated_at"],
     }
     return _jinja().get_template("report.html.j2").render(context)
