@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from workbench.gui import app
 
 
@@ -41,3 +43,16 @@ def test_excepthook_logs_and_shows_dialog(qapp, workbench_home: Path, monkeypatc
         sys.excepthook = old
     assert any(c[0] == "dialog" and "slot exploded" in c[1] for c in calls)
     assert (workbench_home / "logs" / "errors.log").read_text().count("slot exploded") >= 1
+
+
+def test_missing_xcb_libraries_are_named_with_their_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.gui.app import missing_xcb_packages
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Qt's xcb platform is Linux-only")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    present = {"xcb-icccm", "xcb-keysyms", "xcb-image", "xcb-render-util", "xkbcommon-x11"}
+    assert missing_xcb_packages(lambda lib: f"lib{lib}.so" if lib in present else None) == ["libxcb-cursor0"]
+    assert missing_xcb_packages(lambda lib: f"lib{lib}.so") == []
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")  # no window system: nothing to load
+    assert missing_xcb_packages(lambda lib: None) == []

@@ -33,6 +33,31 @@ def crash_log_path() -> Path:
     return workbench_home() / "logs" / "crash.log"
 
 
+#: Libraries Qt's xcb platform plugin loads (Qt 6.5+ aborts without libxcb-cursor), and Debian's packages.
+XCB_LIBRARIES = {"xcb-cursor": "libxcb-cursor0", "xkbcommon-x11": "libxkbcommon-x11-0", "xcb-icccm": "libxcb-icccm4",
+                 "xcb-keysyms": "libxcb-keysyms1", "xcb-image": "libxcb-image0",
+                 "xcb-render-util": "libxcb-render-util0"}
+
+
+def missing_xcb_packages(find: Any = None) -> list[str]:
+    """Debian packages Qt's xcb platform needs that this Linux machine lacks ([] elsewhere or off xcb).
+
+    Qt aborts with a core dump when one is missing; checking first lets the app say what to install.
+    """
+    import ctypes.util
+    import os
+
+    if not sys.platform.startswith("linux"):
+        return []
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform and not platform.startswith("xcb"):
+        return []  # offscreen, wayland, eglfs ...
+    if not platform and os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("DISPLAY"):
+        return []
+    find = find or ctypes.util.find_library
+    return [pkg for lib, pkg in XCB_LIBRARIES.items() if find(lib) is None]
+
+
 def create_app(argv: list[str] | None = None) -> QApplication:
     """The QApplication (reused if one exists, e.g. under pytest-qt)."""
     app = QApplication.instance()
@@ -216,6 +241,12 @@ def take_screenshots(window: Any, folder: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------- main
 def main(recipe: str | None = None, screenshot_dir: str | None = None) -> int:
     """Start the app. With ``screenshot_dir``, render the key states to PNG and exit."""
+    missing = missing_xcb_packages() if QApplication.instance() is None else []
+    if missing:
+        print(f"workbench: Qt's window system libraries are missing ({', '.join(missing)}); install them with: "
+              f"sudo apt-get install {' '.join(missing)}  (or run headless: QT_QPA_PLATFORM=offscreen)",
+              file=sys.stderr)
+        return 2
     app = create_app()
     enable_crash_log()
     from workbench.gui.main_window import MainWindow
