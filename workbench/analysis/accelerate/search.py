@@ -462,9 +462,19 @@ def completed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def best_trial(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
-    """The fastest finished trial within the budget (ties: the smaller drop), else None."""
+    """The fastest finished trial within the budget, else None.
+
+    "Fastest" is ranked by the lower end of the speed-up's 95 % CI (then the median, then the smaller
+    drop): a trial timed while the machine was busy has a wide interval, and a lucky median must not
+    beat a speed-up that is certain.
+    """
     ok = [r for r in completed(rows) if within_budget(r["drop_points"], max_drop)]
-    return max(ok, key=lambda r: (r["speedup"], -r["drop_points"])) if ok else None
+
+    def rank(r: dict[str, Any]) -> tuple[float, float, float]:
+        ci = r.get("ci95") or [r["speedup"], r["speedup"]]
+        return (float(ci[0]), float(r["speedup"]), -float(r["drop_points"]))
+
+    return max(ok, key=rank) if ok else None
 
 
 def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
