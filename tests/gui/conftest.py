@@ -93,6 +93,15 @@ def _flush_deletions(qapp) -> None:  # noqa: ANN001 - the QApplication
 
 
 @pytest.fixture(autouse=True)
+def discard_unsaved_edits_on_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests close windows with edited recipes: answer the unsaved-changes prompt with Discard (a test of
+    the prompt itself patches its window's method)."""
+    from workbench.gui.main_window import MainWindow
+
+    monkeypatch.setattr(MainWindow, "ask_save_before_close", lambda self: "discard")
+
+
+@pytest.fixture(autouse=True)
 def no_dangling_jobs(qapp) -> Iterator[None]:  # noqa: ANN001 - pytest-qt fixture
     """After each GUI test: close windows, then no job thread and no window timer may still run.
 

@@ -178,3 +178,17 @@ def test_plots_save_png_and_csv(window, tmp_path) -> None:
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     rows = (plot.save_csv(tmp_path / "throughput.csv")).read_text().splitlines()
     assert rows[0] == "series,time_s,value" and rows[1:] == ["training,0,10", "training,1,20"]
+
+
+def test_closing_with_unsaved_edits_asks_and_cancel_keeps_the_window(window, qtbot, monkeypatch) -> None:
+    window.name_edit.clear()
+    qtbot.keyClicks(window.name_edit, "edited")  # an edit the user has not saved
+    assert window._dirty
+    answers = iter(["cancel", "save"])
+    monkeypatch.setattr(window, "ask_save_before_close", lambda: next(answers))
+    saved: list[bool] = []
+    monkeypatch.setattr(window, "action_save", lambda: saved.append(True) or True)
+    window.close()
+    assert window.isVisible() and not window._shut_down  # Cancel: nothing closed, nothing lost
+    window.close()
+    assert saved == [True] and window._shut_down  # Save: saved first, then closed

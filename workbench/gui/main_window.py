@@ -676,6 +676,14 @@ class MainWindow(QMainWindow):
                                       QMessageBox.StandardButton.Cancel)
         return answer == QMessageBox.StandardButton.Discard
 
+    def ask_save_before_close(self) -> str:
+        """Closing with unsaved recipe edits: "save", "discard" or "cancel"."""
+        answer = QMessageBox.question(self, "Save the recipe?", "The recipe has unsaved changes. Save them before "
+                                      "closing?", QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                                      | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
+        return {QMessageBox.StandardButton.Save: "save",
+                QMessageBox.StandardButton.Discard: "discard"}.get(answer, "cancel")
+
     def ask_stop_running_job(self) -> bool:
         job = self.jobs.current()
         name = job.name if job else "A job"
@@ -882,6 +890,11 @@ class MainWindow(QMainWindow):
         if self._shut_down:
             event.accept()
             return
+        if not self._closing and self._dirty:
+            choice = self.ask_save_before_close()
+            if choice == "cancel" or (choice == "save" and not self.action_save()):
+                event.ignore()
+                return
         if not self._closing and self.jobs.busy and not self.ask_stop_running_job():
             event.ignore()
             return
