@@ -192,3 +192,20 @@ def test_closing_with_unsaved_edits_asks_and_cancel_keeps_the_window(window, qtb
     assert window.isVisible() and not window._shut_down  # Cancel: nothing closed, nothing lost
     window.close()
     assert saved == [True] and window._shut_down  # Save: saved first, then closed
+
+
+def test_choosing_onnx_clears_a_python_path_and_stops_training(window) -> None:
+    model = window.panel("model")
+    model.fields["source"].setter("python")
+    model.fields["path"].setter("/models/net.py")
+    assert window.panel("train").fields["epochs"].getter() == 1
+    i = model.source.findData("onnx")
+    model.source.setCurrentIndex(i)
+    model.source.activated.emit(i)  # what a user's pick in the list sends
+    assert model.fields["path"].getter() == ""  # a .py file is not an ONNX model
+    assert window.panel("train").fields["epochs"].getter() == 0  # ONNX is benchmarked, not trained
+    model.fields["path"].setter("/models/net.onnx")
+    j = model.source.findData("export")
+    model.source.setCurrentIndex(j)
+    model.source.activated.emit(j)
+    assert model.fields["path"].getter() == ""

@@ -181,13 +181,14 @@ def run_recipe(
     cancel = cancel or CancelToken()
     outer = reporter or Reporter()
     check_device_support(recipe, torch.cuda.is_available())  # before anything is recorded
+    name = run_display_name(recipe, benchmark_only)
     if run_id is None:
-        run_id = store.create_run(recipe.name, dumps_recipe(recipe), recipe_model_label(recipe), recipe.techniques)
+        run_id = store.create_run(name, dumps_recipe(recipe), recipe_model_label(recipe), recipe.techniques)
     rep = MultiReporter([StoreReporter(store, run_id), outer])
     run_started = getattr(outer, "run_started", None)
     if callable(run_started):
-        run_started(run_id, recipe.name)
-    summary: dict[str, Any] = {"run_id": run_id, "name": recipe.name, "techniques": recipe.techniques,
+        run_started(run_id, name)
+    summary: dict[str, Any] = {"run_id": run_id, "name": name, "techniques": recipe.techniques,
                                "environment": environment()}
     sampler = None
     threads_before = torch.get_num_threads()  # process-wide: restored below so later jobs do not inherit it
@@ -448,6 +449,23 @@ def weights_of_run(store: RunStore, ref: str) -> Path:
     if not arts or not arts[-1].path.exists():
         raise ModelLoadError(f"{ref!r}: run {raw} ({run.status}) has no saved weights; only completed training runs do")
     return arts[-1].path
+
+
+#: Recipe names that say nothing about a run (the defaults): such runs are named from what they did.
+GENERIC_RECIPE_NAMES = frozenset({"", "experiment", "quickstart"})
+
+
+def run_display_name(recipe: Recipe, benchmark_only: bool = False) -> str:
+    """A run's name in the runs table: the recipe's own name, or (for a default name) what the run did,
+    e.g. 'small_cnn · int8-static' rather than every run called 'quickstart'."""
+    if recipe.name.strip() not in GENERIC_RECIPE_NAMES:
+        return recipe.name
+    what = ", ".join(recipe.techniques) or "fp32"
+    if benchmark_only:
+        what = f"benchmark, {what}"
+    elif recipe.train.epochs:
+        what = f"{recipe.train.epochs} epoch(s), {what}"
+    return f"{recipe.model.label} · {what}"
 
 
 def recipe_model_label(recipe: Recipe) -> str:

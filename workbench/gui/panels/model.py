@@ -102,6 +102,7 @@ class ModelPanel(RecipePanel):
             "ONNX models can be evaluated and benchmarked but not trained.",
             labels={"zoo": "Built-in zoo", "python": "Python file (.py)", "torchscript": "TorchScript (.ts)",
                     "export": "torch.export (.pt2)", "onnx": "ONNX (.onnx)"})
+        self.source.activated.connect(self._on_source_chosen)  # the user's choice only, not a loaded recipe
         self.zoo = self.add_choice("zoo", "Zoo model", "Each zoo model shows one design idea; hover the list "
                                    "items for details. Compare them on accuracy, latency and size.",
                                    item_tips=dict(ZOO))
@@ -157,6 +158,21 @@ class ModelPanel(RecipePanel):
         return {"python": "Python files (*.py)", "torchscript": "TorchScript (*.ts *.pt)",
                 "export": "torch.export (*.pt2)", "onnx": "ONNX models (*.onnx)"}.get(
             self.source.currentData(), "Model files (*.py *.ts *.pt2 *.onnx)") + ";;All files (*)"
+
+    def _on_source_chosen(self, _index: int) -> None:
+        """A new source: a file of another kind no longer applies, and an ONNX model is not trained."""
+        src = self.source.currentData()
+        path = str(self.fields["path"].getter() or "")
+        role = SUFFIX_ROLES.get(Path(path).suffix.lower()) if path else None
+        if path and (role is None or role[1] != src):
+            self.fields["path"].setter("")
+        if src == "onnx" and self.host is not None:
+            train = self.host.panel("train")
+            if train.fields["epochs"].getter():
+                train.fields["epochs"].setter(0)
+                self.host.log("train.epochs set to 0: an ONNX model is evaluated and benchmarked, not trained",
+                              "warning")
+        self._emit_changed()
 
     def sync_states(self) -> None:
         src = self.source.currentData()

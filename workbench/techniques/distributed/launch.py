@@ -26,7 +26,7 @@ from typing import Any
 
 from workbench.core.events import CancelToken, Reporter
 from workbench.core.paths import artifacts_dir
-from workbench.core.pipeline import RunOutcome, recipe_model_label
+from workbench.core.pipeline import RunOutcome, recipe_model_label, run_display_name
 from workbench.core.store import RunStore
 from workbench.errors import RecipeError
 from workbench.recipe import Recipe, dumps_recipe
@@ -119,7 +119,8 @@ def launch(recipe: Recipe, *, store: RunStore | None = None, reporter: Reporter 
     store = store or RunStore()
     reporter = reporter or Reporter()
     cancel = cancel or CancelToken()
-    run_id = store.create_run(recipe.name, dumps_recipe(recipe), recipe_model_label(recipe), recipe.techniques)
+    run_id = store.create_run(run_display_name(recipe), dumps_recipe(recipe), recipe_model_label(recipe),
+                              recipe.techniques)
     folder = artifacts_dir(run_id) / "distributed"
     folder.mkdir(parents=True, exist_ok=True)
     recipe_path = folder / "recipe.toml"
@@ -129,7 +130,7 @@ def launch(recipe: Recipe, *, store: RunStore | None = None, reporter: Reporter 
     log_path = folder / "launcher.log"
     run_started = getattr(reporter, "run_started", None)
     if callable(run_started):
-        run_started(run_id, recipe.name)
+        run_started(run_id, run_display_name(recipe))
     reporter.log(f"distributed: {d.nproc_per_node} ranks on this machine via torch.distributed.run "
                  f"(log: {log_path})")
     relay = _Relay(store, run_id, reporter)
