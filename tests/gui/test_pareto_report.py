@@ -8,6 +8,7 @@ frontiers differ.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -130,7 +131,9 @@ def test_report_writes_self_contained_html_with_the_headline_numbers(
     opened: list[QUrl] = []
     asked: list[Path] = []
     monkeypatch.setattr(view, "ask_report_path", lambda default: target)
-    monkeypatch.setattr(view, "ask_open_report", lambda path: asked.append(path) or True)
+    extras_named: list[list[Path]] = []
+    monkeypatch.setattr(view, "ask_open_report",
+                        lambda path, extras: asked.append(path) or extras_named.append(list(extras)) or True)
     monkeypatch.setattr(view, "open_url", lambda url: opened.append(url) or True)
     view.select_runs([runs["B"], runs["A"]])
     assert view.report_run_ids() == [runs["A"], runs["B"]]  # the baseline first
@@ -148,6 +151,20 @@ def test_report_writes_self_contained_html_with_the_headline_numbers(
     assert data["headline"]["speedup"] == pytest.approx(2.0)
     assert target.with_name("my-report.csv").read_text().startswith("key,value")
     assert asked == [out] and opened == [QUrl.fromLocalFile(str(out))]
+    assert extras_named == [[out.with_suffix(".csv"), out.with_suffix(".json")]]  # the user is told what else
+    assert "my-report.csv" in view.report_status.text()
+    mode = out.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # a normal file others may read, not a 0600 temp file
+
+    # No browser to open it with: the user is told where the report is.
+    errors: list[str] = []
+    monkeypatch.setattr(view, "open_url", lambda url: False)
+    monkeypatch.setattr(view, "show_error", lambda title, text: errors.append(text))
+    with qtbot.waitSignal(view.reportWritten, timeout=60_000):
+        view.start_report([runs["A"]], out, predictions=False)
+    assert errors and str(out) in errors[0] and str(out) in view.report_status.text()
     qtbot.waitUntil(view.report_action.isEnabled, timeout=5_000)
 
 

@@ -109,6 +109,7 @@ class RunsView(QWidget):
         self._jobs: JobManager | None = None
         self._report_job_id: int | None = None
         self._report_out: Path | None = None
+        self._report_extras: list[Path] = []
 
         self.model = RunsTableModel(self)
         self.proxy = RunsFilterProxy(self)
@@ -633,6 +634,7 @@ class RunsView(QWidget):
         job = self._job_manager().start("Report", work, key="report")
         self._report_job_id = job.id
         self._report_out = out
+        self._report_extras = [p for p in (csv_path, json_path) if p is not None]
         job.progressed.connect(self._on_report_progress)
         job.errored.connect(self._on_report_error)
         job.finished.connect(self._on_report_finished)
@@ -656,11 +658,16 @@ class RunsView(QWidget):
             self.report_status.setText("Report not written.")
             return
         head = ((getattr(report, "data", {}) or {}).get("headline") or {}).get("text", "")
-        self.report_status.setText(f"Wrote {out.name}")
+        extras = [p for p in self._report_extras if p.exists()]
+        self._report_extras = []
+        also = f" (and {', '.join(p.name for p in extras)} beside it)" if extras else ""
+        self.report_status.setText(f"Wrote {out.name}{also}")
         self.report_status.setToolTip(f"{out}" + (f": {head}" if head else ""))
         self.reportWritten.emit(str(out))
-        if self.ask_open_report(out):
-            self.open_url(QUrl.fromLocalFile(str(out)))
+        if self.ask_open_report(out, extras) and not self.open_url(QUrl.fromLocalFile(str(out))):
+            self.report_status.setText(f"No browser could be opened; the report is at {out}")
+            self.show_error("Report", f"No web browser could be opened for the report. It is saved at:\n{out}\n"
+                            "Open that file in any browser.")
 
     def report_busy(self) -> bool:
         return self._report_job_id is not None
@@ -675,9 +682,10 @@ class RunsView(QWidget):
         self._last_dir = Path(path).parent
         return Path(path)
 
-    def ask_open_report(self, path: Path) -> bool:
-        """Offer to open the written report (tests replace this)."""
-        answer = QMessageBox.question(self, "Report written", f"Wrote {path}.\n\nOpen it now?",
+    def ask_open_report(self, path: Path, extras: Sequence[Path] = ()) -> bool:
+        """Offer to open the written report, naming the data files written beside it (tests replace this)."""
+        also = "".join(f"\n{p} ({p.suffix.lstrip('.').upper()}: the same numbers)" for p in extras)
+        answer = QMessageBox.question(self, "Report written", f"Wrote {path}{also}.\n\nOpen the report now?",
                                       QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Close,
                                       QMessageBox.StandardButton.Open)
         return answer == QMessageBox.StandardButton.Open
