@@ -37,6 +37,11 @@ def test_short_run_fills_plots_and_runs_table(window, qtbot) -> None:
     qtbot.waitUntil(lambda: window.run_action.isEnabled(), timeout=3_000)
     _click(qtbot, window, "runButton")
     assert window.jobs.busy and window.stop_action.isEnabled() and not window.run_action.isEnabled()
+    qtbot.waitUntil(lambda: bool(window.store.list_runs()), timeout=30_000)
+    window.tabs.setCurrentWidget(window.runs_view)  # opening the Runs tab mid-run lists the running run
+    live = window.runs_view.findChild(QTableView, "runsTable").model()
+    assert live.rowCount() == 1 and any(live.index(0, c).data() == "running" for c in range(live.columnCount()))
+    window.tabs.setCurrentIndex(0)
     qtbot.waitUntil(lambda: not window.jobs.busy, timeout=240_000)
     runs = window.store.list_runs()
     assert len(runs) == 1 and runs[0].status == "completed", runs[0].error

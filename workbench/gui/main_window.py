@@ -256,6 +256,9 @@ class MainWindow(QMainWindow):
         self.runs_view = RunsView(self.store, self)
         self.runs_view.openRecipeRequested.connect(self.load_recipe_text)
         self.tabs.addTab(self.runs_view, "Runs")
+        # Opening the Runs tab shows what the store holds now, a run still running included.
+        self.tabs.currentChanged.connect(lambda _i: self._refresh_runs() if self.tabs.currentWidget() is
+                                         self.runs_view else None)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("mainSplitter")
         self.splitter.addWidget(left)
