@@ -214,3 +214,23 @@ def test_choosing_onnx_clears_a_python_path_and_stops_training(window) -> None:
     model.source.setCurrentIndex(j)
     model.source.activated.emit(j)
     assert model.fields["path"].getter() == ""
+
+
+def test_throughput_axis_is_linear_until_the_values_span_more_than_30x(qtbot) -> None:
+    from workbench.gui.plots import Dashboard
+
+    dash = Dashboard(gpu_present=False)
+    qtbot.addWidget(dash)
+    dash.start()
+    dash.throughput.append("train", 1.0, 400.0)
+    dash.throughput.append("inference", 2.0, 900.0)
+    dash.redraw()
+    assert not dash.throughput.plot_item.ctrl.logYCheck.isChecked() and "log" not in dash.throughput.title_label.text()
+    dash.throughput.append("inference", 3.0, 40_000.0)  # batched inference, 100x training
+    dash.redraw()
+    assert dash.throughput.plot_item.ctrl.logYCheck.isChecked() and "log scale" in dash.throughput.title_label.text()
+    dash.start()  # a new run starts linear again
+    assert not dash.throughput.plot_item.ctrl.logYCheck.isChecked()
+    dash._telemetry(1.0, {"cpu_percent": 60.0, "proc_cpu_percent": 100.0 * dash._cores})
+    assert list(dash.cpu.series["proc_cpu"].buffer.arrays()[1]) == [100.0]  # all cores busy = 100 %
+    dash.stop()

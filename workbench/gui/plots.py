@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,7 @@ class LivePlot(QWidget):
         head = QHBoxLayout()
         head.setContentsMargins(6, 0, 2, 0)
         label = QLabel(f"<b>{title}</b>")
+        self.title_label = label
         head.addWidget(label)
         head.addStretch(1)
         self.png_button = self._tool_button("PNG", "Save this plot as a PNG image", self.ask_save_png)
@@ -287,6 +289,10 @@ def has_nvidia_gpu() -> bool:
             nvml.nvmlShutdown()
 
 
+#: Throughput values spanning more than this ratio get a log axis.
+LOG_SPAN = 30.0
+
+
 class Dashboard(QWidget):
     """The five live plots of a job: throughput, loss, accuracy, GPU and CPU/RAM.
 
@@ -301,9 +307,10 @@ class Dashboard(QWidget):
         self.t0: float | None = None
         self.gpu_present = has_nvidia_gpu() if gpu_present is None else gpu_present
         self._gpu_seen = False
-        self.throughput = LivePlot("throughputPlot", "Throughput (log scale)", "samples / s", time_axis=True)
-        # Training and inference throughput differ by 10-100x: a log axis keeps both readable.
-        self.throughput.plot_item.setLogMode(y=True)
+        self.throughput = LivePlot("throughputPlot", "Throughput", "samples / s", time_axis=True)
+        # Linear with plain ticks; log only when the values span more than LOG_SPAN (training and batched
+        # inference can differ 10-100x), see ``_throughput_scale``.
+        self._throughput_log = False
         self.throughput.add_series("train", "training", "#1f77b4")
         self.throughput.add_series("inference", "inference (benchmark)", "#d62728", symbol="o")
         self.loss = LivePlot("lossPlot", "Training loss", "loss", time_axis=True)
@@ -316,8 +323,10 @@ class Dashboard(QWidget):
         self.gpu.add_series("util", "GPU utilisation %", "#2ca02c")
         self.gpu.add_series("mem", "GPU memory used %", "#8c564b")
         self.cpu = LivePlot("cpuPlot", "CPU and RAM", "%", y_range=(0, 100), time_axis=True)
-        self.cpu.add_series("cpu", "CPU %", "#1f77b4")
+        self.cpu.add_series("cpu", "machine CPU %", "#1f77b4")
+        self.cpu.add_series("proc_cpu", "this app's CPU % (of all cores)", "#17becf")
         self.cpu.add_series("ram", "RAM used %", "#e377c2")
+        self._cores = max(1, os.cpu_count() or 1)
         self.plots: dict[str, LivePlot] = {"throughput": self.throughput, "loss": self.loss,
                                            "accuracy": self.accuracy, "gpu": self.gpu, "cpu": self.cpu}
         grid = QGridLayout(self)
@@ -344,6 +353,8 @@ class Dashboard(QWidget):
         for p in self.plots.values():
             p.clear()
         self.t0 = None
+        for p in self.plots.values():  # axes start from this run's values, not the last run's range
+            p.plot_item.enableAutoRange(axis="y", enable=p is self.throughput or p is self.loss)
         self.redraw()
         self.timer.start()
 
@@ -353,9 +364,23 @@ class Dashboard(QWidget):
         self.redraw()
 
     def redraw(self) -> None:
+        self._throughput_scale()
         for p in self.plots.values():
             p.redraw()
         self.redrawn.emit()
+
+    def _throughput_scale(self) -> None:
+        """Log axis only when the throughput values span more than ``LOG_SPAN``; the title says which."""
+        ys = np.concatenate([s.buffer.arrays()[1] for s in self.throughput.series.values()])
+        ys = ys[ys > 0]
+        want_log = bool(ys.size) and float(ys.max() / ys.min()) > LOG_SPAN
+        if want_log != self._throughput_log:
+            self._throughput_log = want_log
+            self.throughput.plot_item.setLogMode(y=want_log)
+            for s in self.throughput.series.values():
+                s.dirty = True
+            self.throughput.title_label.setText("<b>Throughput</b>" + (" (log scale: the values span more "
+                                                                       "than 30x)" if want_log else ""))
 
     def add_metrics(self, events: Sequence[MetricEvent]) -> None:
         for ev in events:
@@ -381,6 +406,8 @@ class Dashboard(QWidget):
     def _telemetry(self, x: float, v: dict[str, float]) -> None:
         if "cpu_percent" in v:
             self.cpu.append("cpu", x, v["cpu_percent"])
+        if "proc_cpu_percent" in v:  # psutil counts one core as 100 %: scaled to the machine's total
+            self.cpu.append("proc_cpu", x, v["proc_cpu_percent"] / self._cores)
         if v.get("ram_total_bytes") and "ram_used_bytes" in v:
             self.cpu.append("ram", x, 100.0 * v["ram_used_bytes"] / v["ram_total_bytes"])
         if "gpu0_util_percent" in v:
