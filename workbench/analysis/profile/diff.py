@@ -161,6 +161,9 @@ def diff_profiles(before: Profile, after: Profile, tolerance: float = SAME_WITHI
             rows.append(DiffRow(key, "fused", after_ms=None, fused_into=previous_matched, **common))
         else:
             rows.append(DiffRow(key, "removed", after_ms=None, **common))
+    for key in dict.fromkeys(normalize_layer(n) for n in before.not_executed):
+        if key not in b_groups:  # an unused module, or a node the optimizer folded away before
+            rows.append(DiffRow(key, "not executed", before_ms=None, after_ms=None))
     for key, a in sorted(a_groups.items(), key=lambda kv: kv[1].order):
         if key not in b_groups:
             rows.append(DiffRow(key, "added", before_ms=None, after_ms=a.time_ms, after_macs=a.macs,

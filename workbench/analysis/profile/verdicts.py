@@ -66,7 +66,10 @@ def float_layers_verdict(profile: Profile, min_share: float = 0.02) -> Verdict |
 
 def qdq_verdict(profile: Profile, min_share: float = MIN_SHARE) -> Verdict | None:
     """QuantizeLinear/DequantizeLinear nodes that onnxruntime did not fuse into integer kernels."""
-    rows = [r for r in profile.layers if r.op in QDQ_OPS]
+    last = profile.layers[-1] if profile.layers else None
+    # the model's input must be quantized and its output dequantized once: those two are not the problem
+    rows = [r for r in profile.layers if r.op in QDQ_OPS and r.layer != "(input)"
+            and not (r is last and r.op == "DequantizeLinear")]
     share = sum(r.share for r in rows)
     if not rows or share < min_share:
         return None
