@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from workbench.analysis.profile.model import LayerProfile, Profile
+from workbench.analysis.profile.model import COMPUTE_OPS, QDQ_OPS, LayerProfile, Profile
 
 __all__ = ["FUSABLE_TYPES", "DiffRow", "ProfileDiff", "diff_profiles", "normalize_layer"]
 
@@ -54,8 +54,12 @@ def _groups(profile: Profile) -> dict[str, _Group]:
             g.macs = (g.macs or 0) + row.macs
         g.ops.append(row.op)
         g.executed = g.executed and row.executed
-        if row.op not in ("QuantizeLinear", "DequantizeLinear") or not g.precision:
-            g.precision = _merge_precision(g.precision, row.precision)
+    for key, g in groups.items():
+        rows = [r for r in profile.layers if normalize_layer(r.layer) == key]
+        # a layer computes in its compute ops' precision; Q/DQ and the float rescale after ConvInteger do not count
+        main = [r for r in rows if r.op in COMPUTE_OPS] or [r for r in rows if r.op not in QDQ_OPS] or rows
+        for r in main:
+            g.precision = _merge_precision(g.precision, r.precision)
     return groups
 
 
