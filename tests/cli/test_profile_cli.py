@@ -50,11 +50,14 @@ def test_profile_and_diff_of_two_onnx_files(onnx_pair: tuple[Path, Path], capsys
     (["diff", "run:1", "missing.onnx"], ""),
     (["profile", "model.txt"], "need ONNX"),
     (["profile", "x.onnx", "--batch", "0"], "must be >= 1"),
+    (["profile", "truncated.onnx"], "not a valid ONNX file"),
+    (["diff", "truncated.onnx", "truncated.onnx", "--json"], "not a valid ONNX file"),
 ])
 def test_bad_inputs_fail_in_one_line(argv: list[str], expected: str, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "model.txt").write_text("not a model")
+    (tmp_path / "truncated.onnx").write_bytes(b"\x08\x07\x12\x05garbage")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and expected in err[0]
@@ -88,3 +91,28 @@ def test_static_int8_run_against_its_baseline(capsys: pytest.CaptureFixture[str]
     assert main(["diff", str(run_id), f"run:{run_id}"]) == 0  # the same run twice: every layer matches
     text = capsys.readouterr().out
     assert "removed" not in text and "added" not in text
+
+
+def test_a_run_without_a_saved_model_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with RunStore() as store:
+        rid = store.create_run("broken", "[model]\n", "small_cnn", [])
+        store.finish_run(rid, "failed", {}, error="boom")
+    assert main(["profile", str(rid)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"run {rid} (failed)" in err[0]
+
+
+def test_fixed_batch_graph_refuses_another_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["out"], name="/act/Relu")], "g", [x], [y])
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert main(["profile", str(path), "--batch", "4"]) == 2
+    assert "fixes the batch size to 1" in capsys.readouterr().err
+    assert main(["profile", str(path), "--json"]) == 0
+    layers = json.loads(capsys.readouterr().out)["profile"]["layers"]
+    assert [(r["layer"], r["op"]) for r in layers] == [("act", "Relu")]  # /act/Relu -> module "act"
