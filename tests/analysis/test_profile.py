@@ -56,6 +56,9 @@ def test_node_names_map_to_module_paths() -> None:
     assert base_op("QLinearConv") == "Conv" and base_op("NhwcMaxPool") == "MaxPool"
     assert base_op("ConvInteger") == "Conv" and base_op("QGemm") == "Gemm"
     assert base_op("QuantizeLinear") == "QuantizeLinear" and base_op("MatMulInteger") == "MatMul"
+    assert base_op("DynamicQuantizeMatMul") == "MatMul" and base_op("FusedMatMul") == "MatMul"
+    assert strip_node_suffixes("node_MatMul_80/MatMulScaleFusion/") == "node_MatMul_80"
+    assert strip_node_suffixes("classifier.weight_Transposed") == "classifier.weight"
 
 
 # ------------------------------------------------------------------------------------------ diff
@@ -98,6 +101,24 @@ def test_diff_between_two_torch_profiles_does_not_invent_fusions() -> None:
     after = _profile("torch", [_row("conv", "Conv2d", 1.0)])
     by = {r.layer: r.status for r in diff_profiles(before, after).rows}
     assert by == {"conv": "faster", "relu": "removed"}
+
+
+def test_diff_folds_children_and_containers_the_other_side_times_as_one() -> None:
+    """Torch times MultiheadAttention as one module and a block's residual adds outside every leaf."""
+    before = _profile("torch", [_row("blocks.0.self_attn", "MultiheadAttention", 4.0, macs=300),
+                                _row("blocks.0.linear1", "Linear", 2.0, macs=50), _row("(other)", "(ops)", 1.0)])
+    after = _profile("onnx", [
+        _row("blocks.0.self_attn", "DynamicQuantizeMatMul", 1.0, "int8", macs=200),
+        _row("blocks.0.self_attn", "MatMul", 0.5, macs=50),
+        _row("blocks.0.self_attn.out_proj", "DynamicQuantizeMatMul", 0.5, "int8", macs=50),
+        _row("blocks.0", "Add", 0.25), _row("(other)", "Add", 0.25),
+        _row("blocks.0.linear1", "DynamicQuantizeMatMul", 1.0, "int8", macs=50),
+    ])
+    by = {r.layer: r for r in diff_profiles(before, after).rows}
+    assert set(by) == {"blocks.0.self_attn", "blocks.0.linear1", "(other)"}  # nothing "added"
+    attn = by["blocks.0.self_attn"]
+    assert attn.after_ms == pytest.approx(2.0) and attn.after_macs == 300 and attn.after_precision == "mixed"
+    assert by["(other)"].after_ms == pytest.approx(0.5) and by["(other)"].status == "faster"
 
 
 # ------------------------------------------------------------------------------------------ verdicts

@@ -11,15 +11,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from workbench.analysis.profile.model import COMPUTE_OPS, QDQ_OPS, LayerProfile, Profile
+from workbench.analysis.profile.model import COMPUTE_OPS, OTHER, QDQ_OPS, LayerProfile, Profile
 
 __all__ = ["FUSABLE_TYPES", "DiffRow", "ProfileDiff", "diff_profiles", "normalize_layer"]
 
 #: Layers that optimizers fold into the layer before them (BatchNorm into Conv, activations into
-#: Conv/Gemm kernels) or drop at inference (Dropout, Identity, Flatten as a view).
+#: Conv/Gemm kernels).
 FUSABLE_TYPES = frozenset({
     "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "ReLU", "ReLU6", "GELU", "SiLU", "Sigmoid", "Tanh", "Hardswish",
-    "LeakyReLU", "Dropout", "Identity", "Flatten", "Relu", "BatchNormalization", "Clip", "HardSwish",
+    "LeakyReLU", "Relu", "BatchNormalization", "Clip", "HardSwish",
 })
 #: A layer counts as faster/slower when its time changed by more than this fraction.
 SAME_WITHIN = 0.10
@@ -61,6 +61,38 @@ def _groups(profile: Profile) -> dict[str, _Group]:
         for r in main:
             g.precision = _merge_precision(g.precision, r.precision)
     return groups
+
+
+def _fold_containers(groups: dict[str, _Group], other_side: set[str]) -> dict[str, _Group]:
+    """Fold rows of a container module (``blocks.0``: residual adds, functional GELU in its forward) into
+    "(other)" when the other profile only has its leaves: torch times such ops outside every leaf."""
+    out: dict[str, _Group] = {}
+    for key, g in groups.items():
+        parent = next((o for o in sorted(other_side, key=len, reverse=True) if key.startswith(o + ".")), None)
+        if key not in other_side and parent is not None and parent != OTHER:
+            # a child the other side times as part of one module (MultiheadAttention's out_proj)
+            into = out.setdefault(parent, _Group(parent, order=g.order))
+            into.time_ms += g.time_ms
+            into.macs = None if into.macs is None and g.macs is None else (into.macs or 0) + (g.macs or 0)
+            into.ops += g.ops
+            into.precision = _merge_precision(into.precision, g.precision)
+            continue
+        if key not in other_side and key != OTHER and any(o.startswith(key + ".") for o in other_side):
+            into = out.setdefault(OTHER, _Group(OTHER, order=g.order))
+            into.time_ms += g.time_ms
+            into.ops += g.ops
+            into.precision = _merge_precision(into.precision, g.precision)
+            continue
+        if key in out:  # met after rows already folded into it
+            out[key].time_ms += g.time_ms
+            out[key].ops += g.ops
+            out[key].order = min(out[key].order, g.order)
+            if g.macs is not None:
+                out[key].macs = (out[key].macs or 0) + g.macs
+            out[key].precision = _merge_precision(g.precision, out[key].precision)
+        else:
+            out[key] = g
+    return out
 
 
 def _merge_precision(a: str, b: str) -> str:
@@ -136,6 +168,8 @@ def _op_label(ops: list[str]) -> str:
 def diff_profiles(before: Profile, after: Profile, tolerance: float = SAME_WITHIN) -> ProfileDiff:
     """Per-layer before/after rows, in the before model's order, then the layers only ``after`` has."""
     b_groups, a_groups = _groups(before), _groups(after)
+    a_groups = _fold_containers(a_groups, set(b_groups))
+    b_groups = _fold_containers(b_groups, set(a_groups))
     b_types = {normalize_layer(r.layer): r.op for r in before.layers}
     fused_into: dict[str, str] = {}
     for row in after.layers:

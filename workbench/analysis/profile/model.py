@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["COMPUTE_OPS", "INT8_OPS", "QDQ_OPS", "LayerProfile", "Profile"]
+__all__ = ["COMPUTE_OPS", "INT8_OPS", "OTHER", "QDQ_OPS", "LayerProfile", "Profile"]
+
+#: The layer key for work outside every submodule (functional ops in a container's or the model's forward).
+OTHER = "(other)"
 
 #: Ops that do a layer's matrix work; the ones whose precision decides whether INT8 pays off.
 COMPUTE_OPS = frozenset({

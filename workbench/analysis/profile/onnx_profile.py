@@ -20,14 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from workbench.analysis.profile.model import INT8_OPS, LayerProfile, Profile
+from workbench.analysis.profile.model import INT8_OPS, OTHER, LayerProfile, Profile
 from workbench.errors import WorkbenchError
 
 __all__ = ["base_op", "layer_from_node_name", "profile_onnx", "strip_node_suffixes"]
 
 _SUFFIXES = re.compile(r"(_token_\d+|_nchwc|_quant|_QuantizeLinear|_DequantizeLinear|_QuantizeLinear_Output|"
-                       r"_DequantizeLinear_Output|_output_\d+|_quantized|_pre_q|_q_to_dq|_to_dq|_q|_fused)$")
+                       r"_DequantizeLinear_Output|_output_\d+|_quantized|_pre_q|_q_to_dq|_to_dq|_q|_fused|"
+                       r"_Transposed|/[A-Za-z]+Fusion/?)$")
 _PREFIXES = ("fused ", "Fused_")
+#: Export metadata that names a node's module scopes (dynamo exporter); without it, weights and neighbours do.
+_SCOPE_KEYS = ("pkg.torch.onnx.name_scopes", "namespace")
+_BASE_OPS = {"DynamicQuantizeMatMul": "MatMul", "MatMulIntegerToFloat": "MatMul", "QAttention": "Attention",
+             "DynamicQuantizeLinear": "QuantizeLinear"}
 #: Kernels onnxruntime may name after the activation fused into them (Conv+Relu -> "relu_nchwc").
 _FUSING_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
@@ -53,6 +58,8 @@ def layer_from_node_name(name: str) -> str | None:
 
 def base_op(op: str) -> str:
     """The ONNX op an optimized or quantized kernel stands for: QLinearConv -> Conv, NhwcMaxPool -> MaxPool."""
+    if op in _BASE_OPS:
+        return _BASE_OPS[op]
     for prefix in ("QLinear", "Fused", "Nhwc", "Q", "Dynamic"):
         if op.startswith(prefix) and op != "QuantizeLinear" and len(op) > len(prefix) and op[len(prefix)].isupper():
             op = op[len(prefix):]
@@ -62,7 +69,7 @@ def base_op(op: str) -> str:
 class _Graph:
     """The file's graph, indexed for tracing executed nodes back to layers."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, batch: int | None = None) -> None:
         from workbench.techniques.quantize.layers import node_modules
 
         g = model.graph
@@ -71,15 +78,27 @@ class _Graph:
         self.inits = {t.name: list(t.dims) for t in g.initializer}
         self.inputs = {i.name for i in g.input}
         self.scopes = node_modules(model)
+        self.meta = {n.name for n in g.node if any(p.key in _SCOPE_KEYS for p in n.metadata_props)}
+        self.readers: dict[str, list[str]] = defaultdict(list)
+        for n in g.node:
+            for i in n.input:
+                self.readers[i].append(n.name)
         self.dims: dict[str, list[int]] = {}
+        if batch is not None:  # concrete batch: shape inference then knows every activation's size
+            inits_names = {t.name for t in g.initializer}
+            for value in g.input:
+                dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
+                if value.name not in inits_names and dims and not dims[0].HasField("dim_value"):
+                    dims[0].dim_value = batch
         try:
             import onnx
 
             inferred = onnx.shape_inference.infer_shapes(model) if model.ByteSize() < 200_000_000 else model
             for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
                 if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
-                    self.dims[v.name] = [d.dim_value if d.HasField("dim_value") else 1
-                                         for d in v.type.tensor_type.shape.dim]
+                    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+                    if all(d > 0 for d in dims):  # unknown sizes leave MACs unknown rather than wrong
+                        self.dims[v.name] = dims
         except Exception:  # shape inference is best effort: without it MACs stay unknown
             pass
 
@@ -112,60 +131,107 @@ class _Graph:
                 return self.producer[i]
         return None
 
+    def _weight_module(self, node: Any) -> str | None:
+        """The module whose parameter the node consumes (``features.0.0.weight_quantized`` -> ``features.0.0``)."""
+        for i in node.input:
+            weight = i
+            while True:  # the weight may reach the node through a DequantizeLinear, quantized or transposed
+                shorter = strip_node_suffixes(weight)
+                if shorter == weight:
+                    break
+                weight = shorter
+            is_param = weight in self.inits or i in self.inits or self.producer.get(i, "").endswith("_DequantizeLinear")
+            mod = _param_module(weight) if is_param else None
+            if mod and weight.rsplit(".", 1)[-1] in ("weight", "bias", "in_proj_weight"):
+                return mod
+        return None
+
+    def _direct(self, node_name: str) -> str | None:
+        """A node's module from what it carries itself: export metadata, or the parameter it consumes."""
+        node = self.nodes[node_name]
+        weight = self._weight_module(node)
+        if node_name in self.meta:
+            scopes = self.scopes.get(node_name) or []
+            if not scopes:
+                return OTHER  # an op in the model's own forward, outside every submodule
+            deepest = scopes[-1]
+            # the exporter names a Conv with a folded BatchNorm after the BN; its weight names the Conv
+            if weight and weight != deepest and base_op(node.op_type) in _FUSING_OPS:
+                return weight
+            return deepest
+        return weight
+
+    def _neighbour(self, node_name: str, downstream_first: bool, hops: int = 4) -> str | None:
+        """The module of the nearest node that knows its own, walking the graph (quantizers drop metadata)."""
+        directions = (self.consumers, self.producers_of) if downstream_first else (self.producers_of, self.consumers)
+        for step in directions:
+            frontier, seen = [node_name], {node_name}
+            for _ in range(hops):
+                nxt = [m for n in frontier for m in step(n) if m not in seen]
+                for m in nxt:
+                    found = self._direct(m)
+                    if found:
+                        return found
+                seen.update(nxt)
+                frontier = nxt
+        return None
+
+    def consumers(self, node_name: str) -> list[str]:
+        return [c for o in self.nodes[node_name].output for c in self.readers.get(o, [])]
+
+    def producers_of(self, node_name: str) -> list[str]:
+        return [self.producer[i] for i in self.nodes[node_name].input if i in self.producer]
+
     def module(self, node_name: str) -> str:
         """The PyTorch module a node of the file came from (its layer key)."""
         node = self.nodes[node_name]
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input:
             src = node.input[0]
             if src in self.inits or src.endswith("_quantized"):
-                return _param_module(src) or node_name
+                return _param_module(strip_node_suffixes(src)) or node_name
             if src in self.inputs:
                 return "(input)"
             if src in self.producer:
                 return self.module(self.producer[src])
-        for i in node.input:
-            weight = i
-            while True:  # the weight may reach the node through a DequantizeLinear
-                shorter = strip_node_suffixes(weight)
-                if shorter == weight:
-                    break
-                weight = shorter
-            mod = _param_module(weight) if (weight in self.inits or i in self.inits or
-                                            self.producer.get(i, "").endswith("_DequantizeLinear")) else None
-            if mod and weight.rsplit(".", 1)[-1] in ("weight", "bias", "in_proj_weight"):
-                return mod
-        scopes = self.scopes.get(node_name) or []
-        if scopes and not all(s.rsplit(".", 1)[-1] in ("weight", "bias") for s in scopes):
-            return scopes[-1]
-        return layer_from_node_name(node_name) or node_name
+        if node.op_type == "DynamicQuantizeLinear" and node.input and node.input[0] in self.inputs:
+            return "(input)"
+        found = self._direct(node_name)
+        if found:
+            return found
+        # quantizer-made nodes: glue after a kernel (Cast, scale Mul) belongs upstream, the rest downstream
+        found = self._neighbour(node_name, downstream_first=node.op_type not in ("Cast", "Mul", "Add"))
+        return found or layer_from_node_name(node_name) or node_name
 
     def folded(self, node_name: str, module: str) -> list[str]:
         """Modules the exporter folded into this node (BatchNorm into Conv: the node carries its scope)."""
+        if node_name not in self.meta or base_op(self.nodes[node_name].op_type) not in _FUSING_OPS:
+            return []
         scopes = self.scopes.get(node_name) or []
         deepest = scopes[-1] if scopes else ""
         return [deepest] if deepest and deepest != module and not module.startswith(deepest + ".") else []
 
-    def macs(self, node_name: str, batch: int) -> int | None:
-        """MACs of a Conv/Gemm/MatMul-like node from inferred shapes (batch dim set to ``batch``)."""
+    def macs(self, node_name: str, executed_op: str, ins: list[tuple[str, list[int]]],
+             outs: list[tuple[str, list[int]]]) -> int | None:
+        """MACs of a Conv/Gemm/MatMul-like kernel: shapes onnxruntime recorded, the weight's from the file."""
         node = self.nodes[node_name]
-        op = base_op(node.op_type)
-        ins = list(node.input)
-        out = self.shape(node.output[0]) if node.output else None
-        if out is None:
+        op = base_op(executed_op)
+        # the file's (logical) shapes first: onnxruntime records internal layouts (NCHWc pads channels, NHWC)
+        out = (self.shape(node.output[0]) if node.output else None) or (outs[0][1] if outs else None)
+        if not out or any(d <= 0 for d in out):
             return None
-        out = [batch, *out[1:]] if out else out
         if op in ("Conv", "ConvTranspose"):
             w_idx = 3 if node.op_type == "QLinearConv" else 1
-            w = self.shape(ins[w_idx]) if len(ins) > w_idx else None
+            w = self.shape(node.input[w_idx]) if len(node.input) > w_idx else None
+            if (not w or len(w) < 3) and len(ins) > 1 and len(ins[1][1]) >= 3:
+                w = ins[1][1]
             if not w or len(w) < 3:
                 return None
             if op == "ConvTranspose":
-                x = self.shape(ins[0])
-                return int(np.prod([batch, *x[1:]]) * int(np.prod(w[1:]))) if x else None
+                x = self.shape(node.input[0]) or (ins[0][1] if ins else None)
+                return int(np.prod(x) * int(np.prod(w[1:]))) if x else None
             return int(np.prod(out) * int(np.prod(w[1:])))
         if op in ("Gemm", "MatMul"):
-            a_idx = 0
-            a = self.shape(ins[a_idx]) if ins else None
+            a = (self.shape(node.input[0]) if node.input else None) or (ins[0][1] if ins else None)
             if not a:
                 return None
             trans_a = any(at.name == "transA" and at.i for at in node.attribute)
@@ -212,7 +278,7 @@ def profile_onnx(path: str | Path, batch: int = 1, *, input_shape: str | tuple[i
     if mf.fixed_batch is not None and mf.fixed_batch != batch:
         raise WorkbenchError(f"{mf.path}: the graph fixes the batch size to {mf.fixed_batch}; use --batch "
                              f"{mf.fixed_batch} or re-export with a dynamic batch axis")
-    graph = _Graph(read_onnx(mf.path, external_data=True))
+    graph = _Graph(read_onnx(mf.path, external_data=True), batch)
     levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -299,10 +365,11 @@ def _from_trace(trace: list[dict[str, Any]], graph: _Graph, path: Path, batch: i
             claimed.update([primary, *walked])
             fused = [m for m in dict.fromkeys(graph.module(w) for w in walked) if m != layer]
             fused += [m for m in graph.folded(primary, layer) if m not in fused]
-            macs = graph.macs(primary, batch)
+            macs = graph.macs(primary, op, ins, outs)
         else:  # a node the optimizer inserted (layout Transpose, ReorderOutput): a row of its own
             layer = layer_from_node_name(name) or f"({name})"
-        out_shape: list[int] | str | None = outs[0][1] if outs else None
+        logical = graph.shape(graph.nodes[original].output[0]) if original and graph.nodes[original].output else None
+        out_shape: list[int] | str | None = logical or (outs[0][1] if outs else None)
         rows.append(LayerProfile(
             name=name, layer=layer, op=op, time_ms=us / 1000 / n, share=0.0, macs=macs,
             params=None, output_shape=out_shape, precision=_precision(op, [t for t, _ in ins[:1]] or

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.analysis.profile.model import LayerProfile, Profile
+from workbench.analysis.profile.model import OTHER, LayerProfile, Profile
 from workbench.core.models import summarize
 from workbench.errors import WorkbenchError
 
@@ -23,12 +23,25 @@ __all__ = ["OTHER", "profile_module"]
 
 _PREFIX = "workbench.layer::"
 _FORWARD = "workbench.forward"
-#: The row for time spent outside every leaf module (functional ops in a forward, glue).
-OTHER = "(other)"
+
+
+#: Modules timed as one row although they have children: their forward does not call them as modules.
+_ATOMIC: tuple[type[nn.Module], ...] = (nn.MultiheadAttention,)
 
 
 def _leaves(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in module.named_modules() if n and not any(True for _ in m.children())]
+    """Leaf modules, plus atomic ones (MultiheadAttention) whose children are then skipped."""
+    rows: list[tuple[str, nn.Module]] = []
+    skip: list[str] = []
+    for name, m in module.named_modules():
+        if not name or any(name.startswith(s + ".") for s in skip):
+            continue
+        if isinstance(m, _ATOMIC):
+            rows.append((name, m))
+            skip.append(name)
+        elif not any(True for _ in m.children()):
+            rows.append((name, m))
+    return rows
 
 
 def _shape(out: Any) -> list[int] | str:

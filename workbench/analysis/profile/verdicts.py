@@ -68,7 +68,8 @@ def qdq_verdict(profile: Profile, min_share: float = MIN_SHARE) -> Verdict | Non
     """QuantizeLinear/DequantizeLinear nodes that onnxruntime did not fuse into integer kernels."""
     last = profile.layers[-1] if profile.layers else None
     # the model's input must be quantized and its output dequantized once: those two are not the problem
-    rows = [r for r in profile.layers if r.op in QDQ_OPS and r.layer != "(input)"
+    # DynamicQuantizeLinear is dynamic quantization's own step, not a QDQ pair left unfused
+    rows = [r for r in profile.layers if r.op in QDQ_OPS - {"DynamicQuantizeLinear"} and r.layer != "(input)"
             and not (r is last and r.op == "DequantizeLinear")]
     share = sum(r.share for r in rows)
     if not rows or share < min_share:
