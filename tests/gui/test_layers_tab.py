@@ -66,3 +66,23 @@ def test_layers_tab_fills_from_a_stored_run(qtbot: Any, int8_run: tuple[RunStore
     view.select_runs([run_id])
     assert tab.result is not None and tab.result["stored"] is True
     assert {r[0] for r in tab.rows()} == set(by_layer)
+
+
+def test_two_runs_without_saved_models_fail_in_the_label(qtbot: Any, tmp_path: Path) -> None:
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        m = {"accuracy": 0.5, "latency_ms_p50": 2.0, "latency_batch": 1}
+        a = store.create_run("a", "[model]\n", "small_cnn", [])
+        store.finish_run(a, "completed", {"final": m})
+        b = store.create_run("b", "[model]\n", "small_cnn", [])
+        store.finish_run(b, "completed", {"final": {**m, "latency_ms_p50": 1.0}})
+        view = RunsView(store)
+        qtbot.addWidget(view)
+        view.select_runs([a, b])
+        tab = view.layers_tab
+        assert f"Run #{a} against run #{b}" in tab.title.text() or f"Run #{b} against run #{a}" in tab.title.text()
+        job = tab.start_profile()
+        assert job is not None
+        qtbot.waitUntil(lambda: "Profiling failed" in tab.verdicts.text(), timeout=30_000)
+        assert "saved no model" in tab.verdicts.text() and tab.result is None
+        qtbot.waitUntil(lambda: not job.is_running(), timeout=10_000)
+        assert tab.profile_button.isEnabled() and not tab.busy()

@@ -63,6 +63,7 @@ class LayersTab(QWidget):
         self._jobs = jobs
         self._pair: tuple[tuple[int, str], tuple[int, str]] | None = None
         self._job_id: int | None = None
+        self._job_pair: tuple[tuple[int, str], tuple[int, str]] | None = None
         self.result: dict[str, Any] | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
@@ -165,6 +166,7 @@ class LayersTab(QWidget):
 
         job = self._jobs().start("Layer profile", work, key="layers")
         self._job_id = job.id
+        self._job_pair = pair
         self.profile_button.setEnabled(False)
         self.verdicts.setText("Profiling\u2026")
         job.errored.connect(self._on_error)
@@ -172,12 +174,13 @@ class LayersTab(QWidget):
         return job
 
     def _on_error(self, message: str, _tb: str) -> None:
-        self.verdicts.setText(f"Profiling failed: {message}")
+        if self._job_pair == self._pair:
+            self.verdicts.setText(f"Profiling failed: {message}")
 
     def _on_finished(self, result: object) -> None:
         self._job_id = None
         self.profile_button.setEnabled(self._pair is not None)
-        if isinstance(result, dict):
+        if isinstance(result, dict) and self._job_pair == self._pair:  # the selection may have moved on
             self.show_result(result)
 
     def busy(self) -> bool:
