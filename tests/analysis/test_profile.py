@@ -219,6 +219,14 @@ def test_collect_verdicts_uses_the_given_facts() -> None:
     assert {v.code for v in found} == {"float_layers", "cpu_no_int8", "threads"}
 
 
+def test_collect_verdicts_probes_this_machine_without_failing() -> None:
+    """Real CPU probe, load probe and NVML (absent on most test machines: skipped, not raised)."""
+    p = _profile("onnx", [_row("a", "QLinearConv", 1.0, "int8")], threads=1)
+    found = collect_verdicts(p)
+    assert all(v.code in ("cpu_no_int8", "threads", "gpu_throttled", "memory_bound") for v in found)
+    assert all(v.message and v.advice for v in found)
+
+
 # ------------------------------------------------------------------------------------------ real profiles
 
 

@@ -144,10 +144,10 @@ def gpu_clock_verdict(clocks: list[dict[str, Any]]) -> Verdict | None:
                    "throttled understate the GPU")
 
 
-#: NVML throttle-reason bits that mean the GPU is slowed down (idle and app-clock settings are not).
+#: NVML throttle-reason bits (pynvml's nvmlClocksThrottleReason* values) that mean the GPU is slowed down (idle and app-clock settings are not).
 _THROTTLE_BITS = {
     0x4: "power cap", 0x8: "hardware slowdown", 0x20: "thermal (software)", 0x40: "thermal (hardware)",
-    0x80: "power brake", 0x10: "sync boost",
+    0x80: "power brake", 0x10: "sync boost", 0x200: "board limit", 0x400: "reliability",
 }
 
 
