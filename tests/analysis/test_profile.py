@@ -262,6 +262,7 @@ def test_onnx_profiles_and_their_diff(onnx_pair: tuple[Path, Path]) -> None:
     qconv = [r for r in int8.layers if r.layer == "conv" and r.op not in ("QuantizeLinear", "DequantizeLinear")]
     assert qconv and qconv[0].precision == "int8" and qconv[0].op in ("QLinearConv", "ConvInteger")
     assert qconv[0].macs == conv.macs
+    assert conv.params == qconv[0].params == 8 * 3 * 3 * 3  # the weight, float or INT8 behind a DequantizeLinear
     assert any(r.op == "QuantizeLinear" for r in int8.layers)
     d = diff_profiles(fp32, int8)
     by = {r.layer: r for r in d.rows}

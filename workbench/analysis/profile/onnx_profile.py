@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +32,9 @@ _SUFFIXES = re.compile(r"(_token_\d+|_nchwc|_quant|_QuantizeLinear|_DequantizeLi
 _PREFIXES = ("fused ", "Fused_")
 #: Export metadata that names a node's module scopes (dynamo exporter); without it, weights and neighbours do.
 _SCOPE_KEYS = ("pkg.torch.onnx.name_scopes", "namespace")
+_INPUT_TYPES: dict[str, Any] = {"tensor(float16)": np.float16, "tensor(double)": np.float64,
+                                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8,
+                                "tensor(int8)": np.int8, "tensor(bool)": np.bool_}
 _BASE_OPS = {"DynamicQuantizeMatMul": "MatMul", "MatMulIntegerToFloat": "MatMul", "QAttention": "Attention",
              "DynamicQuantizeLinear": "QuantizeLinear"}
 #: Kernels onnxruntime may name after the activation fused into them (Conv+Relu -> "relu_nchwc").
@@ -77,6 +81,13 @@ class _Graph:
         self.producer = {o: n.name for n in g.node for o in n.output if n.name}
         self.inits = {t.name: list(t.dims) for t in g.initializer}
         self.inputs = {i.name for i in g.input}
+        import onnx
+
+        weight_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                        onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+        #: weights and biases (float or quantized); not shape constants, scales or zero points
+        self.weights = {t.name for t in g.initializer if t.data_type in weight_types and len(t.dims) >= 1
+                        and not t.name.endswith(("_scale", "_zero_point"))}
         self.scopes = node_modules(model)
         self.meta = {n.name for n in g.node if any(p.key in _SCOPE_KEYS for p in n.metadata_props)}
         self.readers: dict[str, list[str]] = defaultdict(list)
@@ -91,8 +102,6 @@ class _Graph:
                 if value.name not in inits_names and dims and not dims[0].HasField("dim_value"):
                     dims[0].dim_value = batch
         try:
-            import onnx
-
             inferred = onnx.shape_inference.infer_shapes(model) if model.ByteSize() < 200_000_000 else model
             for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
                 if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
@@ -181,6 +190,38 @@ class _Graph:
 
     def producers_of(self, node_name: str) -> list[str]:
         return [self.producer[i] for i in self.nodes[node_name].input if i in self.producer]
+
+    def kernel_root(self, original: str, want: str) -> tuple[str, list[str]]:
+        """The node whose work a kernel does, and the nodes fused into it on the way there.
+
+        onnxruntime names a Conv+Relu kernel after the Relu (``relu_nchwc``): when the kernel's op
+        differs from the node its name leads to, the matching Conv/Gemm/MatMul is searched upstream.
+        """
+        if base_op(self.nodes[original].op_type) == want or want not in _FUSING_OPS:
+            return original, []
+        walked: list[str] = []
+        cur: str | None = original
+        for _ in range(3):
+            assert cur is not None
+            walked.append(cur)
+            cur = self.upstream(cur)
+            if cur is None:
+                break
+            if base_op(self.nodes[cur].op_type) == want:
+                return cur, walked
+        return original, []
+
+    def params(self, node_name: str) -> int | None:
+        """Elements of the parameters a node consumes (through a DequantizeLinear too); None if none."""
+        total = 0
+        for i in self.nodes[node_name].input:
+            src = i
+            producer = self.nodes.get(self.producer.get(i, ""))
+            if producer is not None and producer.op_type == "DequantizeLinear" and producer.input:
+                src = producer.input[0]
+            if src in self.weights:
+                total += int(np.prod(self.inits[src]))
+        return total or None
 
     def module(self, node_name: str) -> str:
         """The PyTorch module a node of the file came from (its layer key)."""
@@ -283,6 +324,8 @@ def profile_onnx(path: str | Path, batch: int = 1, *, input_shape: str | tuple[i
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
               "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if optimization not in levels:
+        raise WorkbenchError(f"optimization = {optimization!r}: expected one of {', '.join(levels)}")
     with tempfile.TemporaryDirectory(prefix="workbench-profile-") as tmp:
         so = ort.SessionOptions()
         so.graph_optimization_level = levels[optimization]
@@ -298,10 +341,7 @@ def profile_onnx(path: str | Path, batch: int = 1, *, input_shape: str | tuple[i
         except Exception as exc:
             raise WorkbenchError(f"{mf.path}: onnxruntime cannot load it: {str(exc).strip().splitlines()[0]}") from None
         inp = sess.get_inputs()[0]
-        dtype = np.float16 if "float16" in inp.type else np.float32
-        x = np.zeros((batch, *mf.input_shape), dtype=dtype)
-        import time
-
+        x = np.zeros((batch, *mf.input_shape), dtype=_INPUT_TYPES.get(inp.type, np.float32))
         calls = 0
         t0 = time.perf_counter()
         while (calls < iters + 1) if iters > 0 else (calls < 4 or (time.perf_counter() - t0 < min_time_s
@@ -343,36 +383,22 @@ def _from_trace(trace: list[dict[str, Any]], graph: _Graph, path: Path, batch: i
         original = graph.find(name)
         fused: list[str] = []
         macs = None
+        params = None
         if original is not None:
-            primary = original
-            walked: list[str] = []
-            want = base_op(op)
-            if base_op(graph.nodes[original].op_type) != want and want in _FUSING_OPS:
-                cur: str | None = original
-                for _ in range(3):  # Conv+Relu fused and named after the Relu: find the Conv upstream
-                    walked.append(cur)  # type: ignore[arg-type]
-                    cur = graph.upstream(cur)  # type: ignore[arg-type]
-                    if cur is None:
-                        break
-                    if base_op(graph.nodes[cur].op_type) == want:
-                        primary = cur
-                        break
-                else:
-                    walked = []
-                if primary == original:
-                    walked = []
+            primary, walked = graph.kernel_root(original, base_op(op))
             layer = graph.module(primary)
             claimed.update([primary, *walked])
             fused = [m for m in dict.fromkeys(graph.module(w) for w in walked) if m != layer]
             fused += [m for m in graph.folded(primary, layer) if m not in fused]
             macs = graph.macs(primary, op, ins, outs)
+            params = graph.params(primary)
         else:  # a node the optimizer inserted (layout Transpose, ReorderOutput): a row of its own
             layer = layer_from_node_name(name) or f"({name})"
         logical = graph.shape(graph.nodes[original].output[0]) if original and graph.nodes[original].output else None
         out_shape: list[int] | str | None = logical or (outs[0][1] if outs else None)
         rows.append(LayerProfile(
             name=name, layer=layer, op=op, time_ms=us / 1000 / n, share=0.0, macs=macs,
-            params=None, output_shape=out_shape, precision=_precision(op, [t for t, _ in ins[:1]] or
+            params=params, output_shape=out_shape, precision=_precision(op, [t for t, _ in ins[:1]] or
                                                                       [t for t, _ in ins]),
             kernels=[f"{op} ({provider.removesuffix('ExecutionProvider')})"], fused=fused,
             weight_bytes=_int(args.get("parameter_size")),
