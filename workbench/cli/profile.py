@@ -54,7 +54,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     store = RunStore() if run_ref else None
     target = resolve_target(args.target, store, input_shape=args.shape)
     choice = _threads(args.threads)
-    profile = profile_target(target, args.batch, threads=choice.threads)
+    profile = profile_target(target, args.batch, threads=choice.threads, quiet=True)
     verdicts = collect_verdicts(profile, cores=choice.cores, others_cores=choice.others_cores)
     diff = None
     stored = None
@@ -62,7 +62,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         run_id = run_id_of(args.target)
         try:
             baseline = profile_target(resolve_target(args.target, store, side="baseline"), args.batch,
-                                      threads=choice.threads)
+                                      threads=choice.threads, quiet=True)
             diff = diff_profiles(baseline, profile).to_dict()
         except Exception as exc:  # the profile itself is still worth keeping
             profile.notes.append(f"no baseline diff: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -109,8 +109,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     before_t = resolve_target(args.a, store, input_shape=args.shape)
     after_t = resolve_target(args.b, store, input_shape=args.shape)
     choice = _threads(args.threads)
-    before = profile_target(before_t, args.batch, threads=choice.threads)
-    after = profile_target(after_t, args.batch, threads=choice.threads)
+    before = profile_target(before_t, args.batch, threads=choice.threads, quiet=True)
+    after = profile_target(after_t, args.batch, threads=choice.threads, quiet=True)
     diff = diff_profiles(before, after)
     verdicts = collect_verdicts(after, cores=choice.cores, others_cores=choice.others_cores)
     if args.json:

@@ -136,8 +136,9 @@ def resolve_target(ref: str, store: RunStore | None = None, side: str = "final",
 
 
 def profile_target(target: Target, batch: int = 1, *, threads: int = 0, iters: int = 0,
-                   min_time_s: float = 0.3) -> Profile:
-    """Profile a resolved target at ``batch`` (``threads`` = intra-op threads for onnxruntime)."""
+                   min_time_s: float = 0.3, quiet: bool = False) -> Profile:
+    """Profile a resolved target at ``batch`` (``threads`` = intra-op threads for onnxruntime;
+    ``quiet`` hides torch.profiler's native log lines, for the CLI)."""
     from workbench.analysis.profile.onnx_profile import profile_onnx
     from workbench.analysis.profile.torch_profile import profile_module
 
@@ -146,7 +147,8 @@ def profile_target(target: Target, batch: int = 1, *, threads: int = 0, iters: i
                                iters=iters, min_time_s=min_time_s)
     else:
         assert target.module is not None and target.input_shape is not None
-        profile = profile_module(target.module, target.input_shape, batch, iters=iters, min_time_s=min_time_s)
+        profile = profile_module(target.module, target.input_shape, batch, iters=iters, min_time_s=min_time_s,
+                                 quiet=quiet)
     profile.source = target.label
     profile.notes.extend(target.notes)
     return profile

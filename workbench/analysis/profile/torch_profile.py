@@ -8,8 +8,12 @@ come from ``core.models.summarize`` (the project's one counting convention), sca
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -27,6 +31,24 @@ _FORWARD = "workbench.forward"
 
 #: Modules timed as one row although they have children: their forward does not call them as modules.
 _ATOMIC: tuple[type[nn.Module], ...] = (nn.MultiheadAttention,)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(enabled: bool) -> Iterator[None]:
+    """Point fd 2 at /dev/null for a moment: kineto prints "profiler_start/stop" lines from C++."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _leaves(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -76,11 +98,12 @@ def _precision(m: nn.Module) -> str:
 
 
 def profile_module(module: nn.Module, input_shape: tuple[int, ...], batch: int = 1, *, iters: int = 0,
-                   min_time_s: float = 0.3, source: str = "module") -> Profile:
+                   min_time_s: float = 0.3, source: str = "module", quiet: bool = False) -> Profile:
     """Profile ``module`` (eval mode, no grad, CPU) on a zero input of ``[batch, *input_shape]``.
 
     ``iters`` = 0 repeats the forward until ``min_time_s`` has passed (3 to 200 calls). Uses the
     caller's torch thread count (``torch.set_num_threads`` is process-wide, so it is not changed here).
+    ``quiet`` hides the profiler's native start/stop lines on stderr (fd 2 is process-wide: CLI only).
     """
     if isinstance(module, torch.jit.ScriptModule):
         raise WorkbenchError("per-layer profiles need a plain nn.Module; TorchScript modules do not take forward "
@@ -121,13 +144,19 @@ def profile_module(module: nn.Module, input_shape: tuple[int, ...], batch: int =
                 module(x)
             from torch.profiler import ProfilerActivity, profile
 
-            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+            with _native_stderr_silenced(quiet):
+                prof.start()
+            try:
                 t0 = time.perf_counter()
                 while (calls < iters) if iters > 0 else (calls < 3 or (time.perf_counter() - t0 < min_time_s
                                                                         and calls < 200)):
                     with torch.autograd.profiler.record_function(_FORWARD):
                         module(x)
                     calls += 1
+            finally:
+                with _native_stderr_silenced(quiet):
+                    prof.stop()
     finally:
         module.train(was_training)
         for h in handles:
