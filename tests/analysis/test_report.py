@@ -352,3 +352,33 @@ def test_report_shows_the_early_exit_curve_and_eval_figures(tmp_path: Path) -> N
     assert 'id="early-exits"' in html and "early exits, accuracy against compute" in html
     assert "50 % · 20 % · 30 %" in html and "1.60x faster" in html and "40 % saved" in html
     assert report.data["early_exits"][0]["threshold"] == 0.5
+
+
+def test_report_shows_a_stored_layer_profile_with_its_verdicts(tmp_path: Path) -> None:
+    from workbench.analysis.profile import LayerProfile, Profile, Verdict, save_profile
+
+    rows = [LayerProfile(name=f"n{i}", layer=f"features.{i}", op="QLinearConv" if i else "Conv", time_ms=1.0 + i,
+                         share=(1.0 + i) / 66, macs=1000 * i, precision="int8" if i else "float",
+                         output_shape=[1, 8, 4, 4]) for i in range(11)]
+    rows.append(LayerProfile(name="x", layer="<b>hostile</b>", op="Relu", time_ms=0.01, share=0.0))
+    profile = Profile(source="run 1 final (static ONNX)", kind="onnx", runtime="onnxruntime CPU", batch=1,
+                      total_ms=66.0, threads=2, iters=10, layers=rows)
+    verdict = Verdict("float_layers", "1 compute layer(s) stayed float after quantization: features.0",
+                      "loosen the budget", 1 / 66, ["features.0"])
+    m = {"latency_ms_p50": 2.0, "latency_batch": 1, "accuracy": 0.9}
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        rid = store.create_run("q", "[model]\n", "small_cnn", ["quantize"])
+        store.finish_run(rid, "completed", {"baseline": m, "final": m})
+        plain = build_report(store, [rid], predictions=False)
+        assert 'id="layers"' not in plain.html and plain.data["layer_profiles"] == []
+        save_profile(store, rid, profile, [verdict],
+                     {"before": "base", "before_total_ms": 90.0, "after_total_ms": 66.0, "counts": {"faster": 9}})
+        report = build_report(store, [rid], predictions=False)
+    html = report.html
+    assert 'id="layers"' in html and "Where the time goes, layer by layer" in html
+    section = html[html.index('id="layers"'):]
+    assert section.index("features.10") < section.index("features.9")  # slowest first
+    assert "Top 10 of 12 rows" in section and "hostile" not in section  # the fastest rows are cut
+    assert "stayed float after quantization: features.0" in section and "Try: loosen the budget" in section
+    assert "90.0 ms &rarr; 66.0 ms" in section and "9 faster" in section
+    assert report.data["layer_profiles"][0]["top"][0]["layer"] == "features.10"

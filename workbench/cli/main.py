@@ -23,9 +23,9 @@ from workbench.errors import WorkbenchError, short
 def command_modules() -> list[ModuleType]:
     """The modules whose ``COMMANDS`` make up the CLI: the core commands, then each technique's."""
     from workbench import techniques
-    from workbench.cli import accelerate, bench, report, run, sweep
+    from workbench.cli import accelerate, bench, profile, report, run, sweep
 
-    return [run, bench, sweep, accelerate, report, *techniques.cli_modules()]
+    return [run, bench, sweep, accelerate, report, profile, *techniques.cli_modules()]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -303,6 +303,24 @@ def _early_exit(run: Any) -> dict[str, Any] | None:
             "latency": lat, "note": record.get("note", "")}
 
 
+def _layer_profile(store: Any, run: Any, top: int = 10) -> dict[str, Any] | None:
+    """The run's last stored per-layer profile (``workbench profile RUN``): top layers, verdicts, diff counts."""
+    from workbench.analysis.profile import latest_profile
+
+    stored = latest_profile(store, run.id)
+    if stored is None:
+        return None
+    prof = stored["profile"]
+    rows = sorted(prof.get("layers") or [], key=lambda r: num(r.get("time_ms")) or 0.0, reverse=True)
+    diff = stored.get("diff") or None
+    return {"run_id": run.id, "source": prof.get("source", ""), "runtime": prof.get("runtime", ""),
+            "batch": prof.get("batch"), "total_ms": num(prof.get("total_ms")), "threads": prof.get("threads"),
+            "top": rows[:top], "layers": len(rows), "verdicts": stored.get("verdicts") or [],
+            "diff": None if diff is None else {"before": diff.get("before"), "before_total_ms": diff.get("before_total_ms"),
+                                               "after_total_ms": diff.get("after_total_ms"),
+                                               "counts": diff.get("counts") or {}}}
+
+
 def collect_report_data(
     store: Any,
     run_ids: Sequence[int],
@@ -336,6 +354,7 @@ def collect_report_data(
         "environments": {str(r.id): _environment(r) for r in runs},
         "recipes": {str(r.id): r.recipe for r in runs},
         "early_exits": [e for r in runs if (e := _early_exit(r))],
+        "layer_profiles": [p for r in runs if (p := _layer_profile(store, r))],
     }
     reporter.progress(1, 4, "telemetry")
     data["telemetry"] = {str(r.id): _telemetry(store, r) for r in runs}

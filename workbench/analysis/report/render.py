@@ -242,7 +242,7 @@ def render_html(data: dict[str, Any]) -> str:
         "sweeps": data["sweeps"], "verdicts": _verdict_items(data), "predictions": data["predictions"],
         "runs": data["runs"], "environments": {r: {k: str(v) for k, v in e.items()} for r, e in envs.items()},
         "env_keys": list(dict.fromkeys(k for e in envs.values() for k in e)), "recipes": data["recipes"],
-        "early_exits": data.get("early_exits") or [],
+        "early_exits": data.get("early_exits") or [], "layer_profiles": data.get("layer_profiles") or [],
         "searches": data.get("searches") or [],
         "workbench": data["workbench"], "generated_at": data["generated_at"],
     }

@@ -73,6 +73,7 @@ from workbench.gui.runs.compare import (
     speedup_row,
 )
 from workbench.gui.runs.export import csv_text, fit_rows, small_table, table_cell
+from workbench.gui.runs.layers import LayersTab
 from workbench.gui.runs.table import (
     COL_DATE,
     COL_ID,
@@ -282,6 +283,9 @@ class RunsView(QWidget):
         self.pareto = ParetoChart(self.compare_tabs)
         self.pareto.pointClicked.connect(self._on_pareto_clicked)
         self.compare_tabs.addTab(self.pareto, "Accuracy vs speed (Pareto)")
+        self.layers_tab = LayersTab(self.store, self._job_manager, self.compare_tabs)
+        self.compare_tabs.addTab(self.layers_tab, "Layers")
+        self.compare_tabs.setTabToolTip(2, "Per-layer time before and after, and why the model is not faster.")
         self.compare_tabs.setTabToolTip(0, "Bars per metric; the grey bar is the baseline.")
         self.compare_tabs.setTabToolTip(1, "Accuracy against latency or throughput, with the Pareto frontier.")
         for button in self.compare_tabs.tabBar().findChildren(QToolButton):  # the tab bar's scroll arrows
@@ -405,6 +409,7 @@ class RunsView(QWidget):
                         "Select two or more runs to compare them.")
             self.compare_hint.setText(hint)
         self._entries = entries
+        self.layers_tab.set_runs(runs if entries else [], self._baseline_id if self._mode == "runs" else None)
         self.compare_stack.setCurrentIndex(1 if entries else 0)
         self.save_png_action.setEnabled(bool(entries))
         self.save_chart_csv_action.setEnabled(bool(entries))
