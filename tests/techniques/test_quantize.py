@@ -282,3 +282,18 @@ def test_stop_kills_the_native_step_and_leaves_no_output(setup: dict[str, Any], 
         quantize_onnx(fp32, dst, method=method, batches=setup["calib"], preprocess=False, cancel=CancelToken())
     assert len(isolated) == 1 and fp32.name in isolated[0]
     assert not dst.exists() and not list(dst.parent.glob(f".{dst.name}*"))
+
+
+def test_auto_method_is_static_for_convolutions_and_dynamic_otherwise(tmp_path: Path) -> None:
+    from workbench.techniques.quantize.config import QuantizeSection
+    from workbench.techniques.quantize.stage import choose_method
+
+    assert QuantizeSection().method == "auto"
+    cnn = build_zoo_model("small_cnn", 10, (3, 32, 32))
+    mlp = build_zoo_model("mlp", 10, (3, 32, 32))
+    assert choose_method("auto", cnn, None)[0] == "static"
+    method, why = choose_method("auto", mlp, None)
+    assert method == "dynamic" and "no convolutions" in why
+    assert choose_method("dynamic", cnn, None) == ("dynamic", "")  # an explicit choice is kept, silently
+    path = export_onnx(cnn.eval(), (3, 32, 32), tmp_path / "cnn.onnx", 18)
+    assert choose_method("auto", None, path)[0] == "static"  # an ONNX model is read from its graph

@@ -137,8 +137,9 @@ def _optimization_story(ctx: Any, quant: dict[str, Any] | None) -> list[str]:
             lines.append(f"{s['name']}: {s.get('note') or 'applied'}")
     if quant is not None:
         q = r.quantize
-        detail = (f"{q.method} INT8" if q.method in ("dynamic", "static", "torch_dynamic") else q.method)
-        if q.method == "static":
+        method = quant.get("method") or q.method  # what ran ("auto" resolved to static or dynamic)
+        detail = (f"{method} INT8" if method in ("dynamic", "static", "torch_dynamic") else method)
+        if method == "static":
             detail += f" (QDQ, {q.calibration} calibration on {q.calibration_samples} samples, " \
                       f"{'per-channel' if q.per_channel else 'per-tensor'} weights)"
         kept = (quant.get("quantization") or {}).get("kept_float") or []

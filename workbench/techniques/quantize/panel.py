@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QComboBox, QLabel
 
 from workbench.gui.panels import register_panel
 from workbench.gui.panels.base import RecipePanel, format_module_names, parse_module_names
+from workbench.techniques.quantize.config import AUTO_REASONS
 
 
 @functools.cache
@@ -62,9 +63,11 @@ class QuantizePanel(RecipePanel):
             "method", "Method", "Dynamic: no calibration, INT8 weights, activations quantized per batch (Linear/"
             "MatMul only). Static: calibrated INT8 activations too (QDQ), best for CNNs. fp16: for GPU targets. "
             "PyTorch dynamic: INT8 Linear layers that stay in PyTorch.",
-            labels={"dynamic": "Dynamic INT8 (ORT)", "static": "Static INT8 (ORT, calibrated)",
+            labels={"auto": "Auto (static for CNNs, dynamic otherwise)", "dynamic": "Dynamic INT8 (ORT)", "static": "Static INT8 (ORT, calibrated)",
                     "fp16": "fp16 (GPU targets)", "torch_dynamic": "PyTorch dynamic INT8"},
             item_tips={
+                "auto": "Chosen from the model's layers when the run starts: " + AUTO_REASONS["static"] + "; "
+                        + AUTO_REASONS["dynamic"] + ".",
                 "dynamic": "No calibration data. Speeds up Linear/attention-heavy models; convolutions stay float "
                            "(dynamic ConvInteger has no fast x86 kernel).",
                 "static": "Needs calibration data (a few hundred samples). Quantizes convolutions too: the method "
@@ -103,8 +106,8 @@ class QuantizePanel(RecipePanel):
 
     def sync_states(self) -> None:
         method = self.method.currentData()
-        static = method == "static"
-        onnx_int8 = method in ("dynamic", "static")
+        static = method in ("static", "auto")  # auto is static for convolutional models
+        onnx_int8 = method in ("auto", "dynamic", "static")
         self.calibration.setEnabled(static)
         self.samples.setEnabled(static)
         self.per_channel.setEnabled(onnx_int8)

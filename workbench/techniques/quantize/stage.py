@@ -11,6 +11,7 @@ from torch import nn
 
 from workbench.core.pipeline import Stage
 from workbench.errors import WorkbenchError
+from workbench.techniques.quantize.config import AUTO_REASONS
 from workbench.techniques.quantize.methods import (
     calibration_batches,
     cpu_has_vnni,
@@ -26,6 +27,21 @@ def _state_size(module: nn.Module) -> int:
     buf = io.BytesIO()
     torch.save(module.state_dict(), buf)
     return buf.tell()
+
+
+def choose_method(requested: str, module: nn.Module | None, onnx_path: Path | None) -> tuple[str, str]:
+    """The method to run and why: ``requested`` itself, or for ``auto`` static/dynamic by the model's layers."""
+    if requested != "auto":
+        return requested, ""
+    if module is not None:
+        conv = any(isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d) for m in module.modules())
+    else:
+        from workbench.core.models.loaders import read_onnx
+
+        graph = read_onnx(Path(onnx_path)).graph if onnx_path is not None else None
+        conv = graph is not None and any(n.op_type in ("Conv", "QLinearConv", "ConvInteger") for n in graph.node)
+    method = "static" if conv else "dynamic"
+    return method, f"auto chose {method} INT8: {AUTO_REASONS[method]}"
 
 
 def run_quantize_stage(ctx: Any) -> dict[str, Any]:
@@ -53,8 +69,14 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
     work = ctx.artifacts / "quantize"
     work.mkdir(parents=True, exist_ok=True)
     eval_batches = eval_input_batches(ctx.eval_loader, recipe.export.parity_batches if recipe.export else 4)
-    record: dict[str, Any] = {"name": "quantize", "method": sec.method, "baseline": ctx.baseline,
+    method, why = choose_method(sec.method, unwrap(ctx.module) if ctx.module is not None else None, ctx.onnx_path)
+    if why:
+        rep.log(f"quantize: {why}")
+        sec = sec.model_copy(update={"method": method})  # this run's choice; the recipe keeps "auto"
+    record: dict[str, Any] = {"name": "quantize", "method": method, "baseline": ctx.baseline,
                               "cpu_vnni": cpu_has_vnni()}
+    if why:
+        record["method_requested"], record["method_reason"] = "auto", why
 
     if sec.method == "torch_dynamic":
         if ctx.module is None:
@@ -139,7 +161,7 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
     if ctx.baseline and ctx.baseline.get("latency_ms_p50") and after.get("latency_ms_p50"):
         record["speedup_vs_baseline"] = ctx.baseline["latency_ms_p50"] / after["latency_ms_p50"]
     speed = int8_speed_note(before, after, sec.method)
-    record["note"] = "; ".join(n for n in [speed, *notes] if n)
+    record["note"] = "; ".join(n for n in [speed, why, *notes] if n)
     if speed:
         rep.log(f"quantize: {speed}", "warning")
     return record
