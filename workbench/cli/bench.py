@@ -7,7 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.cli.common import Command, int_list, non_negative_int, plain_console, positive_float, positive_int
+from workbench.cli.common import (
+    Command,
+    int_list,
+    non_negative_int,
+    plain_console,
+    positive_float,
+    positive_int,
+)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
