@@ -271,6 +271,10 @@ def load_token_npz(path: str | Path, specs: Sequence[InputSpec], what: str = "--
             n = len(feed[s.name])
     if n is None or n == 0:
         raise WorkbenchError(f"{what} {p}: no samples; {hint}")
+    given = {k: a.shape[1:] for k, a in feed.items() if a is not None and a.ndim > 1}
+    if len(set(given.values())) > 1:
+        raise WorkbenchError(f"{what} {p}: token arrays differ in shape per sample "
+                             f"({', '.join(f'{k} {list(v)}' for k, v in given.items())}); pad them to one length")
     ref = next(a for a in feed.values() if a is not None)
     for s in specs:
         if feed[s.name] is None:

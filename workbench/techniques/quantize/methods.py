@@ -53,11 +53,13 @@ from torch import nn
 from workbench.core.budget import over_budget, within_budget
 from workbench.core.events import CancelToken, Reporter, suppress_warnings
 from workbench.core.isolate import ChildProcessDied, run_in_child
+from workbench.core.measure.feeds import onnx_input_specs
 from workbench.core.models.loaders import onnx_input_name, read_onnx
 from workbench.errors import Cancelled, WorkbenchError
 from workbench.techniques.quantize.child_steps import (
     BatchCalibrationReader,
     fp16_convert_file,
+    preprocess_file,
     static_quantize_file,
 )
 from workbench.techniques.quantize.layers import layer_sensitivity, nodes_for_modules
@@ -78,9 +80,11 @@ __all__ = [
     "quantize_with_budget",
 ]
 
-#: Dynamic quantization: MatMul and Conv (onnxruntime has no dynamic Gemm). ConvInteger is slow on x86;
+#: Dynamic quantization: MatMul and Conv (onnxruntime has no dynamic Gemm), and Gather over constant
+#: tables: a transformer's word embedding is most of its file (a 30k x 384 table is 47 MB in fp32 and
+#: 12 MB in INT8) and a lookup of a quantized row costs nothing measurable. ConvInteger is slow on x86;
 #: it is still quantized so a CNN gets a (smaller) model, and the stage note says to use static.
-DYNAMIC_OPS = ("MatMul", "Conv")
+DYNAMIC_OPS = ("MatMul", "Conv", "Gather")
 #: Static QDQ: the compute ops plus the data-movement ops between them, so Q/DQ pairs cancel out
 #: and onnxruntime can keep tensors INT8 from one quantized op to the next.
 STATIC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "Clip", "MaxPool", "AveragePool",
@@ -153,26 +157,31 @@ def checked_onnx(path: str | Path) -> Any:
     return _checked(path)
 
 
-def preprocess_onnx(src: Path, dst: Path, reporter: Reporter | None = None) -> Path:
+def preprocess_onnx(src: Path, dst: Path, reporter: Reporter | None = None,
+                    cancel: CancelToken | None = None) -> Path:
     """``quant_pre_process``: symbolic shape inference + basic graph optimization, into ``dst``.
 
     Returns ``dst``, or ``src`` itself when pre-processing fails (logged as a warning): quantizing
-    the unprocessed graph still works, it only leaves more Q/DQ pairs.
+    the unprocessed graph still works, it only leaves more Q/DQ pairs. It runs in a child process
+    whose working directory is a temporary folder that is removed afterwards: onnxruntime's symbolic
+    shape inference drops ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` copy of the weights in
+    the current directory when it gives up on a graph (transformers with symbolic sequence axes).
     """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import tempfile
 
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        with tempfile.TemporaryDirectory(prefix="wb-preprocess-") as work:
+            run_in_child(preprocess_file, str(Path(src).resolve()), str(Path(dst).resolve()), work, cancel=cancel,
+                         what=f"quantization pre-processing of {Path(src).name}")
         return dst
-    except Exception as exc:  # symbolic shape inference gives up on some graphs
-        try:
-            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-            return dst
-        except Exception:
-            if reporter is not None:
-                reporter.log(f"quantization pre-processing skipped ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", "warning")
-            return src
+    except Cancelled:
+        raise
+    except Exception as exc:  # symbolic shape inference and the optimizer give up on some graphs
+        Path(dst).unlink(missing_ok=True)
+        if reporter is not None:
+            reporter.log(f"quantization pre-processing skipped ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", "warning")
+        return src
 
 
 def _ops_present(model: Any, ops: Sequence[str]) -> list[str]:
@@ -301,28 +310,43 @@ def _quantize_dynamic(src: Path, dst: Path, ops: list[str], per_channel: bool, n
                      nodes_to_exclude=list(nodes_to_exclude), extra_options={"MatMulConstBOnly": True})
 
 
-def quantize_static_onnx(src: Path, dst: Path, batches: Sequence[np.ndarray], *, per_channel: bool = True,
+def quantize_static_onnx(src: Path, dst: Path, batches: Sequence[Any], *, per_channel: bool = True,
                          calibration: str = "minmax", nodes_to_exclude: Sequence[str] = (),
                          reduce_range: bool = False, cancel: CancelToken | None = None) -> Path:
     """onnxruntime static INT8 in QDQ format, activations U8/S8 weights, calibrated on ``batches``.
 
+    A batch is one array (single-input models) or a dict of named arrays in their own dtypes
+    (several inputs: a transformer's int64 ids and mask are fed as int64).
     QDQ (not QOperator) because onnxruntime fuses QDQ groups into the same integer kernels on x86
     and the file stays portable to other execution providers (TensorRT reads QDQ, not QOperator).
     Calibration is one long native call that never checks ``cancel``, so it runs in a child process
-    that is killed when ``cancel`` is set (``isolate.run_in_child``).
+    that is killed when ``cancel`` is set (``isolate.run_in_child``), with a temporary working folder
+    (removed afterwards) for whatever onnxruntime's tools drop in the current directory.
     """
+    import tempfile
+
     if calibration not in _CALIBRATION_METHODS:
         raise WorkbenchError(f"calibration = {calibration!r}: expected one of {', '.join(_CALIBRATION_METHODS)}")
     if not batches:
         raise WorkbenchError("static INT8 needs calibration data; none was given")
     model = checked_onnx(src)
+    named = all(isinstance(b, dict) for b in batches)
+    if named:
+        specs = onnx_input_specs(model)
+        missing = [s.name for s in specs if s.name not in batches[0]]
+        if missing:
+            raise WorkbenchError(f"static INT8 of {Path(src).name}: calibration batches lack input(s) "
+                                 f"{', '.join(missing)}; give every input: {', '.join(s.name for s in specs)}")
+    input_name = None if named else onnx_input_name(model)
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if calibration == "percentile":
         extra["CalibPercentile"] = 99.99
-    run_in_child(static_quantize_file, str(src), str(dst), onnx_input_name(model), list(batches),
-                 ops=_ops_present(model, STATIC_OPS), per_channel=per_channel, calibration=calibration,
-                 nodes_to_exclude=list(nodes_to_exclude), reduce_range=reduce_range, extra=extra,
-                 cancel=cancel, what=f"static INT8 calibration of {Path(src).name}")
+    with tempfile.TemporaryDirectory(prefix="wb-calibrate-") as work:
+        run_in_child(static_quantize_file, str(Path(src).resolve()), str(Path(dst).resolve()), input_name,
+                     list(batches),
+                     ops=_ops_present(model, STATIC_OPS), per_channel=per_channel, calibration=calibration,
+                     nodes_to_exclude=list(nodes_to_exclude), reduce_range=reduce_range, extra=extra,
+                     workdir=work, cancel=cancel, what=f"static INT8 calibration of {Path(src).name}")
     return dst
 
 
@@ -416,7 +440,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, method: str = "dynamic", 
     notes: list[str] = []
     float_path = src
     if preprocess and method in ("dynamic", "static"):
-        float_path = preprocess_onnx(src, dst.with_name(dst.stem + ".pre.onnx"), reporter)
+        float_path = preprocess_onnx(src, dst.with_name(dst.stem + ".pre.onnx"), reporter, cancel)
     if float_path != src:
         model = checked_onnx(float_path)
     excluded_modules = nodes_for_modules(model, exclude_modules) if exclude_modules else {}
