@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,14 @@ def export_tiny_bert(path: Path, vocab: int = 100, seed: int = 0, **kw: int) -> 
     mask = torch.ones(2, 16, dtype=torch.int64)
     types = torch.zeros(2, 16, dtype=torch.int64)
     axes = {0: "batch", 1: "sequence"}
-    torch.onnx.export(model, (ids, mask, types), str(path), input_names=["input_ids", "attention_mask",
-                      "token_type_ids"], output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
-                                    "last_hidden_state": axes})
+    with warnings.catch_warnings():  # the legacy exporter is deprecated, but it is how most models are exported
+        warnings.simplefilter("ignore", DeprecationWarning)
+        out_axes = {0: "batch"} if kw.get("num_labels") else axes
+        torch.onnx.export(model, (ids, mask, types), str(path), opset_version=17, dynamo=False,
+                          input_names=["input_ids", "attention_mask", "token_type_ids"],
+                          output_names=["logits" if kw.get("num_labels") else "last_hidden_state"],
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
+                                        "logits" if kw.get("num_labels") else "last_hidden_state": out_axes})
     return path
 
 

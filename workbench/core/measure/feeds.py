@@ -35,6 +35,7 @@ __all__ = [
     "is_token_model",
     "load_token_npz",
     "onnx_input_specs",
+    "onnx_max_positions",
     "slice_feed",
     "synthetic_feed",
 ]
@@ -118,6 +119,41 @@ def _vocab_sizes(model: Any, names: Sequence[str]) -> dict[str, tuple[int, str]]
         if best is not None:
             out[name] = best
     return out
+
+
+def onnx_max_positions(model: Any) -> tuple[int, str] | None:
+    """Rows of the position-embedding table (a constant ``Gather`` indexed by a ``Range``), if any.
+
+    A sequence longer than this indexes past the table and onnxruntime fails mid-run; callers refuse
+    such a ``seq_len`` up front instead.
+    """
+    inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    best: tuple[int, str] | None = None
+    for node in model.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2:
+            continue
+        dims = inits.get(node.input[0])
+        if not dims or len(dims) != 2:
+            continue
+        frontier, found = [node.input[1]], False
+        for _ in range(5):
+            nxt = []
+            for t in frontier:
+                n = producer.get(t)
+                if n is None:
+                    continue
+                if n.op_type == "Range":
+                    found = True
+                    break
+                if n.op_type in _INDEX_PASSTHROUGH:
+                    nxt += list(n.input)
+            if found or not nxt:
+                break
+            frontier = nxt
+        if found and (best is None or dims[0] < best[0]):
+            best = (int(dims[0]), node.input[0])
+    return best
 
 
 def onnx_input_specs(model: Any) -> list[InputSpec]:

@@ -31,6 +31,7 @@ from workbench.core.measure.feeds import (
     is_token_model,
     load_token_npz,
     onnx_input_specs,
+    onnx_max_positions,
     slice_feed,
     synthetic_feed,
 )
@@ -73,6 +74,15 @@ class ModelFile:
     #: every named input (ONNX files); several of them, or integer ones, make a token model
     inputs: list[InputSpec] = field(default_factory=list)
     seq_len: int = DEFAULT_SEQ_LEN
+    #: rows of the position-embedding table and its name (longer sequences fail inside onnxruntime)
+    max_positions: tuple[int, str] | None = None
+
+    def check_length(self, length: int, what: str = "--seq-len") -> None:
+        """Refuse sequences longer than the position table, with the length that would work."""
+        if self.max_positions is not None and length > self.max_positions[0]:
+            rows, table = self.max_positions
+            raise WorkbenchError(f"{self.path}: {what} {length} is longer than the model's {rows} position "
+                                 f"embeddings ({table!r}); use {rows} tokens or fewer")
 
     @property
     def token_model(self) -> bool:
@@ -82,6 +92,7 @@ class ModelFile:
     def synthetic(self, batch: int, seed: int = 0) -> Any:
         """One batch of synthetic inputs: named feeds that follow their meaning, or standard normal floats."""
         if self.token_model:
+            self.check_length(self.seq_len)
             return synthetic_feed(self.inputs, batch, self.seq_len, seed)
         return synthetic_inputs(self.input_shape, batch, seed)
 
@@ -150,7 +161,7 @@ def open_model_file(path: str | Path, input_shape: str | Sequence[int] | None = 
                                      f"{', '.join(s.name for s in specs)}: set symbolic axes with --seq-len")
             fixed_batch = specs[0].fixed_batch
             mf = ModelFile(p, "onnx", specs[0].sample_shape(seq_len), specs[0].name, fixed_batch, inputs=specs,
-                           seq_len=seq_len)
+                           seq_len=seq_len, max_positions=onnx_max_positions(model))
             if fixed_batch is not None:
                 mf.notes.append(f"the graph fixes the batch size to {fixed_batch}; re-export with a dynamic batch "
                                 "axis to time other batch sizes")
@@ -292,8 +303,11 @@ def bench_model_file(path: str | Path, batch_sizes: Sequence[int], *, runtimes: 
     token_data: tuple[dict[str, np.ndarray], np.ndarray] | None = None
     dataset = None
     notes = list(mf.notes)
+    if mf.token_model:
+        mf.check_length(mf.seq_len)
     if data and mf.token_model:
         feed, labels, data_notes = load_token_npz(data, mf.inputs, "--data")
+        mf.check_length(next(iter(feed.values())).shape[-1], f"--data {data}: a sequence length of")
         notes += data_notes
         if labels is None:
             raise WorkbenchError(f"--data {data}: scoring needs an array named 'labels' next to the token arrays")

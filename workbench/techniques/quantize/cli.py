@@ -93,15 +93,18 @@ def _token_batches(args: argparse.Namespace, mf: Any, batch: int,
     data_feed = labels = None
     if args.data:
         data_feed, labels, data_notes = load_token_npz(args.data, mf.inputs, "--data")
+        mf.check_length(next(iter(data_feed.values())).shape[-1], f"--data {args.data}: a sequence length of")
         notes += data_notes
     if args.calib:
         feed, _, calib_notes = load_token_npz(args.calib, mf.inputs, "--calib", max_samples=args.samples)
+        mf.check_length(next(iter(feed.values())).shape[-1], f"--calib {args.calib}: a sequence length of")
         notes += calib_notes
         calib = split(feed, len(next(iter(feed.values()))))
     elif data_feed is not None:
         n = min(args.samples, len(next(iter(data_feed.values()))))
         calib = split(slice_feed(data_feed, 0, n), n)
     else:
+        mf.check_length(mf.seq_len)
         calib = feeds_batches(mf.inputs, min(args.samples, 64), batch, mf.seq_len)
         notes.append(mf.describe_inputs())
         if args.method == "static":
