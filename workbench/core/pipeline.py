@@ -255,6 +255,7 @@ def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stag
             stage.preflight(recipe)  # before any work: e.g. an export folder that cannot be written
     stages = [s for s in applying if s.run is not None]  # the optimization chain
     _stage_load(ctx)
+    check_token_stages(ctx, applying)
     if recipe.batching.find_max_batch and ctx.module is not None:
         from workbench.core.batching import find_max_batch
 
@@ -334,6 +335,8 @@ def _stage_load(ctx: RunContext) -> None:
         resized = load_pruned_weights(ctx.loaded.module, weights_of_run(ctx.store, recipe.model.weights))
         if resized:
             rep.log(f"weights of {recipe.model.weights} are pruned: resized {len(resized)} layers to match")
+    if ctx.data.kind == "tokens":
+        _wrap_token_model(ctx)
     check_model_data_compat(ctx.loaded, ctx.data.num_classes, ctx.input_shape)
     if ctx.loaded.kind == "onnx":
         ctx.onnx_path = ctx.loaded.onnx_path
@@ -354,6 +357,41 @@ def _stage_load(ctx: RunContext) -> None:
     ctx.val_loader = split_loader(ctx, train=False, dataset=ctx.data.val)
     ctx.eval_loader = split_loader(ctx, train=False)
     rep.stage_finished("load", {"model": ctx.summary["model"]["params"]})
+
+
+def _wrap_token_model(ctx: RunContext) -> None:
+    """Token data: the model takes named arguments (``forward(input_ids, attention_mask, ...)``).
+
+    Training, evaluation and torch timing run through ``TokenInputs``; the ONNX-based parts of a run
+    (onnxruntime timing, quantize, export) are refused with the route that works for token models.
+    """
+    from workbench.core.models.token_inputs import wrap_for_tokens
+
+    recipe = ctx.recipe
+    path = recipe.data.path
+    if ctx.loaded.module is None or ctx.loaded.kind == "onnx":
+        raise RecipeError(f"data.path {path}: token data runs PyTorch models (model.source = 'python' or 'zoo'); "
+                          "for an ONNX token model use `workbench bench MODEL.onnx --data TOKENS.npz` or "
+                          "`workbench quantize MODEL.onnx --calib TOKENS.npz`")
+    if "onnxruntime" in recipe.bench.runtimes:
+        raise RecipeError(f"bench.runtimes = {recipe.bench.runtimes}: onnxruntime timing of a PyTorch token model "
+                          "is not supported in a run; use ['eager'] or ['eager', 'compile'], or export it with "
+                          "named inputs and use `workbench bench MODEL.onnx`")
+    ctx.loaded.module = wrap_for_tokens(ctx.loaded.module, ctx.data.preprocess["token_inputs"],
+                                        f"model.path {recipe.model.path or recipe.model.zoo}")
+    ctx.reporter.log(f"token model: forward({', '.join(ctx.loaded.module.used)}) fed from {path}; synthetic "
+                     f"timing inputs: ids in 1..{ctx.loaded.module.vocab - 1}, all-ones mask, zero token types")
+
+
+def check_token_stages(ctx: RunContext, stages: Sequence[Any]) -> None:
+    """Refuse technique stages a token model cannot go through yet (one line naming them and what works)."""
+    if ctx.data is None or ctx.data.kind != "tokens" or not stages:
+        return
+    names = ", ".join(f"[{s.name}]" for s in stages)
+    raise RecipeError(f"{names} with token data ({ctx.recipe.data.path}): a run trains, scores and times PyTorch "
+                      "token models; for INT8 export the model to ONNX with named inputs (torch.onnx.export(..., "
+                      "input_names=['input_ids', 'attention_mask'])) and run `workbench quantize MODEL.onnx "
+                      "--calib TOKENS.npz`")
 
 
 def split_loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:
