@@ -78,8 +78,10 @@ def test_bench_says_when_max_time_cut_the_iterations(work: Path, capsys: pytest.
 def test_dynamic_int8_quantizes_embeddings_and_checks_cosine(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = work / "out" / "q.onnx"
     out.parent.mkdir()
-    assert main(["quantize", "bert.onnx", "--method", "dynamic", "--seq-len", "16", "--out", str(out), "--json"]) == 0
+    assert main(["quantize", "bert.onnx", "--method", "dynamic", "--seq-len", "16", "--out", str(out), "--bench",
+                 "--batch-sizes", "2", "--json"]) == 0
     rep = _json(capsys)
+    assert [r["batch_size"] for r in rep["latency"]["quantized"]["onnxruntime"]] == [2]
     assert rep["inputs"] == dict.fromkeys(NAMES, "int64")
     par = rep["parity_vs_float"]
     assert 0.99 <= par["cosine_min"] <= par["cosine_mean"] <= 1.0 and rep["parity_ok"] is True
