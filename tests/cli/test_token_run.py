@@ -28,8 +28,9 @@ class TinyBertClassifier(nn.Module):
         self.seen = []  # (dtype, min id, max id, mask values) of each call, for the test
 
     def forward(self, input_ids, attention_mask):
-        self.seen.append((input_ids.dtype, int(input_ids.min()), int(input_ids.max()),
-                          sorted(set(attention_mask.flatten().tolist()))))
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
+            self.seen.append((input_ids.dtype, int(input_ids.min()), int(input_ids.max()),
+                              sorted(set(attention_mask.flatten().tolist()))))
         pos = torch.arange(input_ids.shape[1]).unsqueeze(0)
         x = self.word(input_ids) + self.position(pos)
         y, _ = self.attn(x, x, x, key_padding_mask=attention_mask == 0, need_weights=False)
@@ -129,3 +130,64 @@ def test_token_run_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, capsys:
     r.write_text(r.read_text().replace("nolabels.npz", "tokens.npz").replace("iters = 5", 'iters = 5\nruntimes = ["eager", "onnxruntime"]'))
     assert main(["run", str(r)]) == 2
     assert "bench.runtimes" in capsys.readouterr().err
+
+
+def test_token_model_is_exported_with_named_inputs_and_checked(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+
+    r = _recipe(tmp_path, '[export]\nformats = ["onnx", "pt2", "safetensors"]\n')
+    assert main(["run", str(r), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rec = next(st for st in s["stages"] if st["name"] == "export")
+    for fmt in ("onnx", "pt2", "safetensors"):
+        f = rec["formats"][fmt]
+        assert f["parity_ok"] and f["parity"]["top1_agreement"] == 1.0 and f["parity"]["cosine_min"] > 0.9999, fmt
+    onnx_rec = rec["formats"]["onnx"]
+    assert onnx_rec["accuracy"] == pytest.approx(rec["before"]["accuracy"])  # same eval accuracy under onnxruntime
+    assert s["final"]["accuracy"] == pytest.approx(rec["before"]["accuracy"]) and s["final"]["latency_ms_p50"] > 0
+    # paired torch vs onnxruntime timing ran on token inputs, both models at both batch sizes
+    assert set(s["speedup"]["latency"]) == {"1", "8"} and s["speedup"]["latency"]["1"]["final_ms"] > 0
+    path = Path(onnx_rec["path"])
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in graph.input)
+    assert all(not d.HasField("dim_value") for i in graph.input for d in i.type.tensor_type.shape.dim)  # dynamic
+    # the exported file is a token model for `workbench bench` and `workbench quantize` as well
+    assert main(["bench", str(path), "--batch-sizes", "2", "--iters", "3", "--seq-len", "12", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["inputs"]["input_ids"]["dtype"] == "int64"
+    assert main(["quantize", str(path), "--method", "dynamic", "--seq-len", "12", "--out",
+                 str(tmp_path / "q.onnx"), "--min-cosine", "0.95", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["parity_vs_float"]["cosine_min"] >= 0.95
+
+
+def test_export_falls_back_to_the_torchscript_exporter(tmp_path: Path) -> None:
+    """A data-dependent Python branch stops torch.export; the named-input file still comes out, and runs."""
+    import onnx
+    import torch
+
+    from workbench.core.measure.runtimes import OrtRuntime
+    from workbench.core.models.token_inputs import wrap_for_tokens
+
+    class Branchy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(30, 8)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            x = self.emb(input_ids)
+            if int(attention_mask.sum()) > 0:  # data-dependent: torch.export refuses, tracing records one path
+                x = x * attention_mask.unsqueeze(-1)
+            return self.head(x.mean(1))
+
+    wrapped = wrap_for_tokens(Branchy().eval(), ["input_ids", "attention_mask"])
+    path = wrapped.export_onnx(tmp_path / "b.onnx", 6)
+    assert [i.name for i in onnx.load(str(path)).graph.input] == ["input_ids", "attention_mask"]
+    x = wrapped.example_input(3, 9).numpy()
+    rt = OrtRuntime(path)
+    got = rt.predict(x)  # a stacked [batch, inputs, seq] batch, unstacked by the file's metadata
+    rt.close()
+    with torch.inference_mode():
+        want = wrapped(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -113,8 +113,10 @@ def torch_predict_fn(module: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
         module.eval()
 
     def run(x: np.ndarray) -> np.ndarray:
+        a = np.asarray(x)  # integer inputs (token ids) stay integers; anything else is fed as float32
+        a = np.ascontiguousarray(a, dtype=None if a.dtype.kind in "biu" else np.float32)
         with torch.inference_mode():
-            return first_tensor(module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))).float().numpy()
+            return first_tensor(module(torch.from_numpy(a))).float().numpy()
 
     return run
 
@@ -124,13 +126,14 @@ def ort_predict_fn(runtime: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def eval_input_batches(loader: Iterable[Any], max_batches: int) -> list[np.ndarray]:
-    """The first ``max_batches`` eval batches' inputs as float32 numpy arrays (real data for parity)."""
+    """The first ``max_batches`` eval batches' inputs as numpy arrays (real data for parity): float32,
+    or int64 for integer inputs (token ids must not become floats)."""
     out: list[np.ndarray] = []
     for i, batch in enumerate(loader):
         if i >= max_batches:
             break
-        x = batch[0] if isinstance(batch, list | tuple) else batch
-        out.append(torch.as_tensor(x).float().numpy())
+        x = torch.as_tensor(batch[0] if isinstance(batch, list | tuple) else batch)
+        out.append(x.long().numpy() if not x.is_floating_point() and x.dtype != torch.bool else x.float().numpy())
     return out
 
 

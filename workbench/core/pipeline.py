@@ -383,13 +383,25 @@ def _wrap_token_model(ctx: RunContext) -> None:
                      f"timing inputs: ids in 1..{ctx.loaded.module.vocab - 1}, all-ones mask, zero token types")
 
 
+#: technique stages a run on token data goes through (the rest are refused up front)
+TOKEN_STAGES = ("export",)
+
+
 def check_token_stages(ctx: RunContext, stages: Sequence[Any]) -> None:
     """Refuse technique stages a token model cannot go through yet (one line naming them and what works)."""
-    if ctx.data is None or ctx.data.kind != "tokens" or not stages:
+    if ctx.data is None or ctx.data.kind != "tokens":
         return
-    names = ", ".join(f"[{s.name}]" for s in stages)
-    raise RecipeError(f"{names} with token data ({ctx.recipe.data.path}): a run trains, scores and times PyTorch "
-                      "token models; for INT8 export the model to ONNX with named inputs (torch.onnx.export(..., "
+    export = getattr(ctx.recipe, "export", None)
+    if any(s.name == "export" for s in stages) and export is not None and export.bundle_dir:
+        raise RecipeError(f"export.bundle_dir with token data ({ctx.recipe.data.path}): the bundle's predict.py "
+                          "reads images and tables; leave bundle_dir empty and deploy export/model.onnx, which "
+                          "takes the named token inputs")
+    refused = [s for s in stages if s.name not in TOKEN_STAGES]
+    if not refused:
+        return
+    names = ", ".join(f"[{s.name}]" for s in refused)
+    raise RecipeError(f"{names} with token data ({ctx.recipe.data.path}): a run trains, scores, times and exports "
+                      "([export]) PyTorch token models; for INT8 export the model to ONNX with named inputs (torch.onnx.export(..., "
                       "input_names=['input_ids', 'attention_mask'])) and run `workbench quantize MODEL.onnx "
                       "--calib TOKENS.npz`")
 

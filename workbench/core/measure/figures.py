@@ -65,6 +65,23 @@ METRIC_KEYS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "throughput", "pa
                "train_samples_per_s")
 
 
+def token_batches(ctx: RunContext) -> Any:
+    """Token data: ``batch -> [batch, inputs, seq]`` int64 inputs that follow their meaning (ids inside the
+    vocabulary, all-ones mask, zero token types) for timing; None for every other kind of data.
+
+    Timing otherwise feeds standard-normal floats, which a torch token model turns into such inputs
+    itself but onnxruntime would cast to (negative) ids.
+    """
+    if getattr(ctx.data, "kind", None) != "tokens" or ctx.module is None:
+        return None
+    tok = unwrap(ctx.module)
+    example = getattr(tok, "example_input", None)
+    if not callable(example):
+        return None
+    seq = int(ctx.input_shape[-1])
+    return lambda b: example(b, seq, seed=b).numpy()
+
+
 def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,
                   train_samples_per_s: float | None = None) -> dict[str, Any]:
     """The standard figures for one model: eval accuracy, latency p50/p95, throughput, params, size."""
@@ -86,7 +103,8 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
         try:
             out["accuracy"] = evaluate_runtime(runtime, ctx.eval_loader, ctx.cancel)
             with monitor:
-                stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, **timing) if bench.enabled else []
+                stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, feeds=token_batches(ctx),
+                                      **timing) if bench.enabled else []
         finally:
             runtime.close()
         from workbench.core.models import summarize_onnx
@@ -196,7 +214,8 @@ def paired_speedup(ctx: RunContext) -> dict[str, Any] | None:
             timing = time_paired(contestants, ctx.input_shape, bench.batch_sizes, threads=threads,
                                  rounds=bench.rounds, iters=bench.iters, warmup=bench.warmup,
                                  max_time_s=bench.max_time_s, cancel=ctx.cancel, reporter=rep,
-                                 seed=ctx.recipe.train.seed, stream=stream)
+                                 seed=ctx.recipe.train.seed, stream=stream,
+                                 make_batch=None if dynamic else token_batches(ctx))
     finally:
         for c in contestants:
             c.runtime.close()

@@ -273,6 +273,9 @@ class OrtRuntime:
         #: every input, in graph order: name -> (declared shape, numpy dtype)
         self.inputs: dict[str, tuple[list[int | str | None], type[np.generic]]] = {
             i.name: (list(i.shape), _ORT_DTYPES[i.type]) for i in inputs}
+        meta = self._session.get_modelmeta().custom_metadata_map or {}
+        #: the order of a stacked token batch [batch, inputs, seq] (models exported from a token-data run)
+        self.stacked_inputs: list[str] = [n for n in meta.get("workbench.stacked_inputs", "").split(",") if n]
         inp = inputs[0]
         self.input_name: str = inp.name
         self.input_shape: list[int | str | None] = list(inp.shape)
@@ -318,6 +321,9 @@ class OrtRuntime:
                 raise WorkbenchError(f"{self.path.name}: inputs given {sorted(x)}, the model takes "
                                      f"{list(self.inputs)}")
             return {n: self._as_input(x[n], n) for n in self.inputs}
+        if self.stacked_inputs and np.ndim(x) >= 2 and np.shape(x)[1] == len(self.stacked_inputs):
+            a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+            return {n: self._as_input(a[:, self.stacked_inputs.index(n)], n) for n in self.inputs}
         if len(self.inputs) != 1:
             raise WorkbenchError(f"{self.path.name}: the model has {len(self.inputs)} inputs "
                                  f"({', '.join(self.inputs)}); feed a dict of named arrays")
@@ -432,6 +438,9 @@ def export_onnx_for_bench(
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    token_export = getattr(module, "export_onnx", None)
+    if callable(token_export):  # a model with named token inputs (models.token_inputs.TokenInputs)
+        return Path(token_export(out, int(input_shape[-1]), opset))
     was_training = module.training
     module.eval()
     # The exporter logs one warning per missing torchvision op on every export: noise for a CLI.

@@ -12,15 +12,21 @@ each input's meaning instead of casting noise to ids: ids inside the vocabulary 
 from __future__ import annotations
 
 import inspect
+import logging
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from workbench.errors import ModelLoadError
+from workbench.errors import ModelLoadError, WorkbenchError
 
-__all__ = ["TokenInputs", "wrap_for_tokens"]
+__all__ = ["STACKED_INPUTS_KEY", "TokenInputs", "wrap_for_tokens"]
+
+#: ONNX metadata key: the input names of a stacked token batch ``[batch, inputs, seq]``, in order
+STACKED_INPUTS_KEY = "workbench.stacked_inputs"
 
 
 def _role(name: str) -> str:
@@ -59,10 +65,73 @@ class TokenInputs(nn.Module):
                 out[:, i] = (x[:, i].abs() * 7919).long() % max(1, self.vocab - 1) + 1
         return out
 
+    def example_input(self, batch: int, seq: int, seed: int = 0) -> torch.Tensor:
+        """A stacked int64 batch ``[batch, inputs, seq]`` that follows each input's meaning."""
+        g = torch.Generator().manual_seed(seed)
+        return self.synthesise(torch.randn((batch, len(self.names), seq), generator=g))
+
+    def export_onnx(self, path: str | Path, seq: int, opset: int = 18) -> Path:
+        """ONNX with the model's own named int64 inputs and dynamic batch and sequence axes.
+
+        The graph takes ``used`` (e.g. ``input_ids``, ``attention_mask``) by name, as transformer
+        files are deployed; its metadata ``workbench.stacked_inputs`` records the order of a stacked
+        ``[batch, inputs, seq]`` batch so ``OrtRuntime`` can feed this run's token batches to it.
+        """
+        import onnx
+
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        used = [n for n in self.names if n in self.used]
+        example = self.example_input(2, max(seq, 2))
+        args = tuple(example[:, self.names.index(n)] for n in used)
+        wrapper = _Named(self.model, used).eval()
+        batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
+        reg_log = logging.getLogger("torch.onnx._internal.exporter._registration")  # one line per missing
+        old_level = reg_log.level  # torchvision op on every export: noise
+        reg_log.setLevel(logging.ERROR)
+        try:
+            torch.onnx.export(wrapper, args, str(out), input_names=used, output_names=["logits"],
+                              opset_version=opset, dynamo=True, verbose=False,
+                              dynamic_shapes=tuple({0: batch, 1: length} for _ in used))
+        except Exception as exc:
+            # torch.export refuses some Python in forward (data-dependent branches); the TorchScript
+            # exporter (how most transformer files are made) takes them with the same named, dynamic axes.
+            out.unlink(missing_ok=True)
+            try:
+                axes = {0: "batch", 1: "sequence"}
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(wrapper, args, str(out), input_names=used, output_names=["logits"],
+                                      opset_version=min(opset, 20), dynamo=False,
+                                      dynamic_axes={**dict.fromkeys(used, axes), "logits": {0: "batch"}})
+            except Exception:
+                first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+                raise WorkbenchError(f"ONNX export of {type(self.model).__name__}({', '.join(used)}) failed with "
+                                     f"both exporters: {first[:300]}") from exc
+        finally:
+            reg_log.setLevel(old_level)
+        model = onnx.load(str(out))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = STACKED_INPUTS_KEY, ",".join(self.names)
+        onnx.save(model, str(out))
+        return out
+
     def forward(self, x: torch.Tensor) -> Any:
         if x.is_floating_point():
             x = self.synthesise(x)
         return self.model(**{name: x[:, i] for i, name in enumerate(self.names) if name in self.used})
+
+
+class _Named(nn.Module):
+    """The user's model called positionally with its named inputs (what the ONNX exporter traces)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = list(names)
+
+    def forward(self, *arrays: torch.Tensor) -> Any:
+        return self.model(**dict(zip(self.names, arrays, strict=True)))
 
 
 def wrap_for_tokens(model: nn.Module, names: Sequence[str], where: str = "the model") -> TokenInputs:
