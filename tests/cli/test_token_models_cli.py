@@ -79,9 +79,11 @@ def test_dynamic_int8_quantizes_embeddings_and_checks_cosine(work: Path, capsys:
     out = work / "out" / "q.onnx"
     out.parent.mkdir()
     assert main(["quantize", "bert.onnx", "--method", "dynamic", "--seq-len", "16", "--out", str(out), "--bench",
-                 "--batch-sizes", "2", "--json"]) == 0
+                 "--batch-sizes", "2", "--max-time", "1", "--json"]) == 0
     rep = _json(capsys)
-    assert [r["batch_size"] for r in rep["latency"]["quantized"]["onnxruntime"]] == [2]
+    row = rep["speedup"]["batches"]["2"]  # float and quantized timed paired on synthesised token inputs
+    assert list(row) == ["float", "dynamic quantized"] and row["float"]["ratio"] == 1.0
+    assert row["dynamic quantized"]["p50_ms"] > 0 and row["dynamic quantized"]["ratio"] > 0
     assert rep["inputs"] == dict.fromkeys(NAMES, "int64")
     par = rep["parity_vs_float"]
     assert 0.99 <= par["cosine_min"] <= par["cosine_mean"] <= 1.0 and rep["parity_ok"] is True
@@ -118,6 +120,18 @@ def test_static_int8_calibrates_on_int64_token_ids(work: Path, capsys: pytest.Ca
                  "--min-cosine", "1"]) == 2
     err = capsys.readouterr().err
     assert "--min-cosine 1" in err and "cosine min" in err and out2.is_file()
+
+
+def test_transformer_optimizer_is_an_option_timed_paired(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = work / "out" / "o.onnx"
+    assert main(["quantize", "bert.onnx", "--method", "dynamic", "--seq-len", "16", "--transformer-optimizer",
+                 "--bench", "--batch-sizes", "1", "--max-time", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr()
+    assert "transformer optimizer: fused" in text.err and "parity is against the original float model" in text.err
+    line = next(ln for ln in text.out.splitlines() if ln.startswith("paired, batch 1:"))
+    assert "float" in line and "float, transformer-optimized" in line and "dynamic quantized" in line and "95 % CI" in line
+    assert "cosine similarity min" in text.out
+    assert _files(work) == {"bert.onnx", "tokens.npz", "out"} and _files(out.parent) == {"o.onnx"}
 
 
 def test_failing_static_run_leaves_nothing_behind(work: Path, monkeypatch: pytest.MonkeyPatch,

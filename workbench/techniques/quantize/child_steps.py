@@ -78,6 +78,17 @@ def preprocess_file(src: str, dst: str, workdir: str | None = None) -> bool:
         return False
 
 
+def transformer_optimize_file(src: str, dst: str, model_type: str = "bert", workdir: str | None = None) -> list[str]:
+    """onnxruntime's transformer graph optimizer (attention, LayerNorm, GELU and embedding fusions) of
+    ``src`` into ``dst``, CPU kernels only; returns the fused op types it produced."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    _in_folder(workdir)
+    opt = optimize_model(src, model_type=model_type, num_heads=0, hidden_size=0, opt_level=0, use_gpu=False)
+    opt.save_model_to_file(dst)
+    return sorted({n.op_type for n in opt.model.graph.node if n.domain == "com.microsoft"})
+
+
 def static_quantize_file(src: str, dst: str, input_name: str | None, batches: Sequence[Any], *,
                          ops: Sequence[str], per_channel: bool, calibration: str,
                          nodes_to_exclude: Sequence[str], reduce_range: bool, extra: dict[str, Any],

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from workbench.cli.common import Command, fail, non_negative_int, positive_int, unit_float
+from workbench.cli.common import Command, fail, non_negative_int, positive_float, positive_int, unit_float
 from workbench.errors import WorkbenchError, short
 
 
@@ -40,8 +40,14 @@ def _configure_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-cosine", type=unit_float, default=0.99,
                    help="token models: least per-sample cosine similarity of outputs vs the float model "
                         "(the file is still written; exit code 2 below it; default 0.99)")
-    p.add_argument("--bench", action="store_true", help="also time float and quantized models")
+    p.add_argument("--bench", action="store_true", help="also time float and quantized models, paired (interleaved "
+                   "rounds in one process; ratios with 95 %% CI)")
+    p.add_argument("--transformer-optimizer", action="store_true",
+                   help="run onnxruntime's transformer graph optimizer (BERT-style fusions) before quantizing; "
+                        "not a default: with --bench it is timed paired against the plain float model")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 64], help="with --bench")
+    p.add_argument("--max-time", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="with --bench: cap on the paired rounds per batch size (default 10)")
     p.add_argument("--threads", type=non_negative_int, default=0, help="onnxruntime threads (0 = all cores)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--json", action="store_true")
@@ -118,10 +124,39 @@ def _token_batches(args: argparse.Namespace, mf: Any, batch: int,
     return calib, parity_batches, scoring
 
 
+def _paired_bench(files: list[tuple[str, Path]], mf: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Time the float model and its variants in interleaved rounds in one process, ratios against the first."""
+    import numpy as np
+
+    from workbench.core.measure.feeds import synthetic_feed
+    from workbench.core.measure.paired import Contestant, choose_threads, time_paired
+    from workbench.core.measure.runtimes import OrtRuntime
+
+    threads = choose_threads(args.threads)
+    runtimes = [OrtRuntime(path, threads=threads.threads) for _, path in files]
+    sizes = [mf.fixed_batch] if mf.fixed_batch else list(args.batch_sizes)
+    make = (lambda b: synthetic_feed(mf.inputs, b, mf.seq_len, seed=b)) if mf.token_model else None
+    try:
+        timing = time_paired([Contestant(label, label, rt) for (label, _), rt in zip(files, runtimes, strict=True)],
+                             mf.input_shape, sizes, threads=threads, make_batch=make, max_time_s=args.max_time)
+    finally:
+        for rt in runtimes:
+            rt.close()
+    against = timing.against_first()
+    batches: dict[str, dict[str, Any]] = {}
+    for bt in timing.batches:
+        row: dict[str, Any] = {}
+        for i, (label, _) in enumerate(files):
+            entry = {"ratio": 1.0, "ci95": [1.0, 1.0]} if i == 0 else against[label][str(bt.batch)]
+            row[label] = {"p50_ms": float(np.median(bt.blocks_ms[i])), **entry}
+        batches[str(bt.batch)] = row
+    return {"paired": True, "reliable": timing.reliable, "reason": timing.reason, "threads": threads.to_dict(),
+            "batches": batches}
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from workbench.core.fileio import atomic_write_with, check_output_file
     from workbench.core.measure.model_file import (
-        bench_model_file,
         evaluate_feed,
         evaluate_file,
         load_labelled_data,
@@ -130,7 +165,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from workbench.core.measure.runtimes import OrtRuntime
     from workbench.core.models.loaders import onnx_file_size
     from workbench.core.onnx_export import ort_predict_fn, parity
-    from workbench.techniques.quantize.methods import cpu_has_vnni, quantize_onnx, synthetic_batches
+    from workbench.techniques.quantize.methods import (
+        cpu_has_vnni,
+        optimize_transformer_onnx,
+        quantize_onnx,
+        synthetic_batches,
+    )
 
     mf = open_model_file(args.model, args.shape, args.seq_len)  # safety checks + shapes (refuses bad external data)
     if mf.kind != "onnx":
@@ -167,8 +207,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     # Everything (pre-processed intermediate, quantized file) is made in a private folder; only the
     # finished, verified model is moved to --out, so a failure leaves nothing behind.
     with tempfile.TemporaryDirectory(prefix="wb-quantize-") as work:
+        source = mf.path
+        if args.transformer_optimizer:
+            source = Path(work) / f"{mf.path.stem}.optimized.onnx"
+            fused = optimize_transformer_onnx(mf.path, source)
+            what = ", ".join(fused) if fused else "nothing (no BERT-style pattern found)"
+            notes.append(f"transformer optimizer: fused {what}; parity is against the original float model")
         staged = Path(work) / out.name
-        result = quantize_onnx(mf.path, staged, method=args.method, per_channel=not args.no_per_channel,
+        result = quantize_onnx(source, staged, method=args.method, per_channel=not args.no_per_channel,
                                calibration=args.calibration, batches=batches, preprocess=not args.no_preprocess,
                                nodes_to_exclude=exclude)
         ref, cand = OrtRuntime(mf.path, threads=args.threads), OrtRuntime(staged, threads=args.threads)
@@ -178,6 +224,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "input": str(mf.path), "output": str(out), "method": args.method, "format": result.format,
                 "input_shape": list(mf.input_shape), "preprocessed": result.preprocessed,
                 "inputs": {s.name: s.dtype for s in mf.inputs},
+                "transformer_optimizer": args.transformer_optimizer,
                 "excluded_nodes": result.excluded_nodes,
                 "size_bytes": {"float": onnx_file_size(mf.path), "quantized": onnx_file_size(staged)},
                 "parity_vs_float": par.to_dict(), "cpu_vnni": cpu_has_vnni(), "notes": notes + result.notes,
@@ -190,18 +237,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         finally:
             ref.close()
             cand.close()
+        if args.bench:
+            files = [("float", mf.path)]
+            if source != mf.path:
+                files.append(("float, transformer-optimized", source))
+            files.append((f"{args.method} quantized", staged))
+            report["speedup"] = _paired_bench(files, mf, args)
         atomic_write_with(out, lambda tmp: shutil.copyfile(staged, tmp))
     below = token and par.cosine_min < args.min_cosine
     if token:
         report["min_cosine"] = args.min_cosine
         report["parity_ok"] = not below
-    if args.bench:
-        shape = "" if token else ",".join(map(str, mf.input_shape))
-        kw: dict[str, Any] = dict(input_shape=shape, threads=args.threads, seq_len=mf.seq_len)
-        report["latency"] = {
-            "float": bench_model_file(mf.path, args.batch_sizes, **kw)["runtimes"],
-            "quantized": bench_model_file(out, args.batch_sizes, **kw)["runtimes"],
-        }
     if args.json:
         print(json.dumps(report, default=str))
         return fail(f"{out}: cosine min {par.cosine_min:.4f} < --min-cosine {args.min_cosine:g}") if below else 0
@@ -216,9 +262,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if "accuracy" in report:
         a = report["accuracy"]
         print(f"accuracy: float {a['float'] * 100:.2f} % -> quantized {a['quantized'] * 100:.2f} %")
-    for kind, rows in (report.get("latency") or {}).items():
-        for st in rows["onnxruntime"]:
-            print(f"{kind}: batch {st['batch_size']}: p50 {st['p50_ms']:.3f} ms, {st['throughput']:,.0f} samples/s")
+    sp = report.get("speedup")
+    if sp:
+        for b, models in sp["batches"].items():
+            print(f"paired, batch {b}: " + "; ".join(
+                f"{label} {m['p50_ms']:.3f} ms" + ("" if i == 0 else
+                                                   f" ({m['ratio']:.2f}x, 95 % CI {m['ci95'][0]:.2f}–{m['ci95'][1]:.2f})")
+                for i, (label, m) in enumerate(models.items())))
+        if not sp["reliable"]:
+            print(f"note: paired timing unreliable: {sp['reason']}", file=sys.stderr)
     for n in report["notes"]:
         print(f"note: {n}", file=sys.stderr)
     if below:

@@ -61,6 +61,7 @@ from workbench.techniques.quantize.child_steps import (
     fp16_convert_file,
     preprocess_file,
     static_quantize_file,
+    transformer_optimize_file,
 )
 from workbench.techniques.quantize.layers import layer_sensitivity, nodes_for_modules
 
@@ -72,6 +73,7 @@ __all__ = [
     "convert_fp16",
     "cpu_has_vnni",
     "int8_speed_note",
+    "optimize_transformer_onnx",
     "preprocess_onnx",
     "quantize_dynamic_onnx",
     "quantize_onnx",
@@ -182,6 +184,32 @@ def preprocess_onnx(src: Path, dst: Path, reporter: Reporter | None = None,
             reporter.log(f"quantization pre-processing skipped ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", "warning")
         return src
+
+
+def optimize_transformer_onnx(src: Path, dst: Path, cancel: CancelToken | None = None) -> list[str]:
+    """onnxruntime's transformer optimizer (BERT-style fusions) of ``src`` into ``dst``; the fused op types.
+
+    An option, not a default: the fused graph is faster on some models and CPUs and not on others,
+    so ``workbench quantize --transformer-optimizer --bench`` times it paired against the plain one.
+    Runs in a child process with a temporary working folder (symbolic shape inference inside it can
+    drop files in the current directory).
+    """
+    import tempfile
+
+    checked_onnx(src)
+    try:
+        with tempfile.TemporaryDirectory(prefix="wb-optimize-") as work:
+            return run_in_child(transformer_optimize_file, str(Path(src).resolve()), str(Path(dst).resolve()),
+                                "bert", work, cancel=cancel,
+                                what=f"transformer graph optimization of {Path(src).name}")
+    except (Cancelled, WorkbenchError):
+        Path(dst).unlink(missing_ok=True)
+        raise
+    except Exception as exc:
+        Path(dst).unlink(missing_ok=True)
+        raise WorkbenchError(f"transformer graph optimizer failed on {Path(src).name}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}; run without "
+                             "--transformer-optimizer") from None
 
 
 def _ops_present(model: Any, ops: Sequence[str]) -> list[str]:
