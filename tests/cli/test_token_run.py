@@ -191,3 +191,14 @@ def test_export_falls_back_to_the_torchscript_exporter(tmp_path: Path) -> None:
     with torch.inference_mode():
         want = wrapped(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_sweep_times_a_token_model_across_batch_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = _recipe(tmp_path)
+    assert main(["sweep", str(r), "--batch-sizes", "1,4", "--no-train", "--workers", "0", "--cache", "on",
+                 "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["status"] == "completed"
+    sw = s["sweep"]
+    assert [p["batch_size"] for p in sw["inference"]] == [1, 4] and all(p["p50_ms"] > 0 for p in sw["inference"])
+    assert sw["loader"]["points"] and sw["loader"]["points"][0]["train_samples_per_s"] > 0  # trained through it
