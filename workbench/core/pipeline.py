@@ -414,7 +414,8 @@ def split_loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:
     if dataset is None:
         dataset = ctx.data.train if train else ctx.data.eval
     size = b.batch_size if train else b.eval_batch_size
-    return build_loader(dataset, size, ctx.recipe.loader, train=train, seed=ctx.recipe.train.seed)
+    return build_loader(dataset, size, ctx.recipe.loader, train=train, seed=ctx.recipe.train.seed,
+                        length_aware=b.length_aware)
 
 
 def train_with_hooks(ctx: RunContext, stages: Sequence[Stage]) -> None:

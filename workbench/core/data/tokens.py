@@ -42,6 +42,66 @@ class TokenDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.tokens[i], int(self.targets[i])
 
+    def lengths(self) -> np.ndarray:
+        """Real tokens per sample: the attention mask's sum, else up to the last non-zero id."""
+        names = self.names
+        i = next((k for k, n in enumerate(names) if "mask" in n.lower()), None)
+        if i is not None:
+            return self.tokens[:, i].ne(0).sum(1).numpy()
+        nz = self.tokens[:, names.index("input_ids") if "input_ids" in names else 0].ne(0)
+        last = nz.shape[1] - torch.flip(nz, dims=[1]).to(torch.int8).argmax(1)
+        return torch.where(nz.any(1), last, torch.zeros_like(last)).numpy()
+
+
+class LengthBatchSampler:
+    """Batches of samples with similar lengths (length-aware batching).
+
+    Evaluation: samples sorted by length, cut into batches. Training: a seeded shuffle, then sorted
+    within windows of ``window`` batches, cut into batches whose order is shuffled again: batches
+    stay random from epoch to epoch, but each holds similar lengths, so padding each to its longest
+    member (``trim_collate``) removes most of the padding.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0,
+                 window: int = 50) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = int(seed)
+        self.window = int(window)
+        self.epoch = 0
+
+    def _batches(self) -> list[list[int]]:
+        n, b = len(self.lengths), self.batch_size
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            return [order[i:i + b].tolist() for i in range(0, n, b) if not self.drop_last or i + b <= n]
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        perm = rng.permutation(n)
+        span = b * self.window
+        order = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")]
+                                for c in (perm[i:i + span] for i in range(0, n, span))]) if n else perm
+        batches = [order[i:i + b].tolist() for i in range(0, n, b) if not self.drop_last or i + b <= n]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        n, b = len(self.lengths), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+
+def trim_collate(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``[inputs, seq]`` token samples and cut the batch to its longest member (right padding)."""
+    x = torch.stack([b[0] for b in batch])
+    y = torch.as_tensor([b[1] for b in batch], dtype=torch.int64)
+    used = x.ne(0).any(1).any(0)  # token positions any input of any sample uses
+    longest = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
+    return x[:, :, :longest].contiguous(), y
+
 
 def is_token_npz(names: Sequence[str]) -> bool:
     return "input_ids" in names
