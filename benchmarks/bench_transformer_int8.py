@@ -14,7 +14,7 @@ quantized with ``workbench``'s dynamic INT8 (MatMul and the embedding Gather, pe
    a realistic token mix, and the file size ratio.
 2. **Length-aware batching**: a realistic length mix (most sentences 8–32 tokens, some up to 128;
    fixed seed), processed in batches of 32 padded to a fixed 128 (torch eager fp32: the baseline) vs
-   sorted by length and padded to each batch's longest member (``feeds.length_aware_batches``), in
+   sorted by length and padded to each batch's longest member (the loader of ``batching.length_aware``), in
    fp32 and with INT8. Each configuration processes the whole set; the configurations alternate
    (A B C, C B A, ...) in one process and the throughput ratio per repetition is reported as the
    median with its range. The pooled embeddings of each sentence are checked to match the fixed-128
@@ -55,11 +55,9 @@ from _common import (  # noqa: E402
 )
 from torch import nn  # noqa: E402
 
-from workbench.core.measure.feeds import (  # noqa: E402
-    length_aware_batches,
-    onnx_input_specs,
-    synthetic_feed,
-)
+from workbench.core.data import build_loader  # noqa: E402
+from workbench.core.data.tokens import TokenDataset  # noqa: E402
+from workbench.core.measure.feeds import onnx_input_specs, synthetic_feed  # noqa: E402
 from workbench.core.measure.paired import ContentionMonitor, Contestant, choose_threads, time_paired  # noqa: E402
 from workbench.core.measure.runtimes import OrtRuntime  # noqa: E402
 from workbench.core.measure.timing import fixed_threads  # noqa: E402
@@ -168,6 +166,18 @@ def realistic_tokens(n: int, vocab: int, max_len: int, seed: int = 0) -> dict[st
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
+def technique_batches(tokens: dict[str, np.ndarray], batch: int) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The batches ``batching.length_aware = true`` makes (the run's loader): (indices, named arrays)."""
+    from workbench.recipe import LoaderSection
+
+    names = list(NAMES)
+    ds = TokenDataset(torch.from_numpy(np.stack([tokens[n] for n in names], axis=1)), np.zeros(len(tokens[names[0]])),
+                      names)
+    loader = build_loader(ds, batch, LoaderSection(), train=False, length_aware=True)
+    return [(np.asarray(idx), {n: x[:, i].numpy() for i, n in enumerate(names)})
+            for idx, (x, _) in zip(loader.batch_sampler, loader, strict=True)]
+
+
 def pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean over the real tokens: the sentence embedding."""
     m = mask[..., None].astype(np.float64)
@@ -225,7 +235,7 @@ def length_part(args: argparse.Namespace, model: nn.Module, int8: Path, choice: 
     n = len(tokens["input_ids"])
     bs = args.batch
     fixed = [(np.arange(s, min(s + bs, n)), {k: v[s:s + bs] for k, v in tokens.items()}) for s in range(0, n, bs)]
-    aware = length_aware_batches(tokens, bs)
+    aware = technique_batches(tokens, bs)
     configs = [("fixed 128, torch eager fp32", torch_rt, fixed), ("length-aware, torch eager fp32", torch_rt, aware),
                ("length-aware, onnxruntime dynamic INT8", ort_int8, aware)]
     # correctness: each sentence's pooled embedding is the same however it was padded

@@ -76,26 +76,3 @@ def test_cosine_parity_for_outputs_without_labels() -> None:
     assert 0.999 < rep.cosine_min <= rep.cosine_mean <= 1.0 and rep.samples == 4
     flipped = parity(lambda f: f, lambda f: -f, [x])
     assert flipped.cosine_min == pytest.approx(-1.0) and flipped.cosine_mean == pytest.approx(-1.0)
-
-
-def test_length_aware_batches_pad_each_batch_to_its_longest_member() -> None:
-    from workbench.core.measure.feeds import length_aware_batches, token_lengths
-
-    lengths = [5, 2, 8, 3, 2, 7]
-    ids = np.zeros((6, 10), np.int64)
-    mask = np.zeros((6, 10), np.int64)
-    for i, n in enumerate(lengths):
-        ids[i, :n] = np.arange(1, n + 1)
-        mask[i, :n] = 1
-    feed = {"input_ids": ids, "attention_mask": mask, "labels_like": np.arange(6)}
-    assert token_lengths(feed).tolist() == lengths
-    assert token_lengths({"input_ids": ids}).tolist() == lengths  # no mask: last non-zero id
-    batches = length_aware_batches(feed, 2)
-    assert [b["input_ids"].shape for _, b in batches] == [(2, 2), (2, 5), (2, 8)]
-    seen = np.concatenate([idx for idx, _ in batches])
-    assert sorted(seen.tolist()) == list(range(6))
-    for idx, b in batches:
-        assert (b["input_ids"] == ids[idx][:, :b["input_ids"].shape[1]]).all() and (b["labels_like"] == idx).all()
-    assert [b["input_ids"].shape[1] for _, b in length_aware_batches(feed, 3, sort=False)] == [8, 7]
-    with pytest.raises(Exception, match="at least 1"):
-        length_aware_batches(feed, 0)

@@ -33,13 +33,11 @@ __all__ = [
     "describe_feeds",
     "feeds_batches",
     "is_token_model",
-    "length_aware_batches",
     "load_token_npz",
     "onnx_input_specs",
     "onnx_max_positions",
     "slice_feed",
     "synthetic_feed",
-    "token_lengths",
 ]
 
 DEFAULT_SEQ_LEN = 128
@@ -245,39 +243,6 @@ def describe_feeds(specs: Sequence[InputSpec], seq_len: int) -> str:
 
 def slice_feed(feed: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
     return {k: v[start:stop] for k, v in feed.items()}
-
-
-def token_lengths(feed: dict[str, np.ndarray]) -> np.ndarray:
-    """Real tokens per sample: the attention mask's sum, else the position after the last non-zero id."""
-    mask = next((v for k, v in feed.items() if "mask" in k.lower()), None)
-    if mask is not None:
-        return np.asarray(mask).reshape(len(mask), -1).astype(bool).sum(1)
-    ids = np.asarray(next(iter(feed.values())))
-    nonzero = ids.reshape(len(ids), -1) != 0
-    return np.where(nonzero.any(1), nonzero.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
-
-
-def length_aware_batches(feed: dict[str, np.ndarray], batch_size: int,
-                         sort: bool = True) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Batches padded to their longest member instead of the arrays' full length (length-aware batching).
-
-    Samples are ordered by length first (``sort``) so each batch holds similar lengths, and every
-    ``[batch, seq, ...]`` array is cut to that batch's longest sample. Returns ``(indices, batch)``
-    pairs; ``indices`` map rows back to the input order. Padding is assumed at the end (right
-    padding, what tokenizers produce by default); a model that masks padding gives the same outputs
-    for the real tokens.
-    """
-    if batch_size < 1:
-        raise WorkbenchError(f"batch size {batch_size}: must be at least 1")
-    lengths = token_lengths(feed)
-    order = np.argsort(lengths, kind="stable") if sort else np.arange(len(lengths))
-    out = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        longest = max(1, int(lengths[idx].max()))
-        out.append((idx, {k: np.ascontiguousarray(v[idx][:, :longest] if v.ndim > 1 else v[idx])
-                          for k, v in feed.items()}))
-    return out
 
 
 # ---------------------------------------------------------------------------------------- token files
