@@ -117,13 +117,16 @@ def test_timing_inputs_follow_meaning(tmp_path: Path) -> None:
 
 
 def test_token_run_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    r = _recipe(tmp_path, '[quantize]\nmethod = "dynamic"\n')
+    r = _recipe(tmp_path, '[prune]\nratio = 0.5\n')
     r.write_text(r.read_text().replace("epochs = 6", "epochs = 0"))
     assert main(["run", str(r)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert any("[quantize] with token data" in ln and "workbench quantize" in ln for ln in err), err
+    assert any("[prune] with token data" in ln and "remove that section" in ln for ln in err), err
+    r.write_text(r.read_text().replace("[prune]\nratio = 0.5", "[quantize]\nmax_accuracy_drop = 1.0"))
+    assert main(["run", str(r)]) == 2
+    assert "quantize.max_accuracy_drop = 1 with token data" in capsys.readouterr().err
     np.savez(tmp_path / "nolabels.npz", input_ids=np.ones((8, 4), np.int64))
-    r.write_text(r.read_text().replace("tokens.npz", "nolabels.npz").replace('[quantize]\nmethod = "dynamic"\n', ""))
+    r.write_text(r.read_text().replace("tokens.npz", "nolabels.npz").replace("[quantize]\nmax_accuracy_drop = 1.0\n", ""))
     assert main(["run", str(r)]) == 2
     err = capsys.readouterr().err
     assert "nolabels.npz" in err and "'labels'" in err
@@ -232,3 +235,15 @@ def test_length_aware_run_trains_and_scores(tmp_path: Path, capsys: pytest.Captu
     assert main(["run", str(r), "--json"]) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["final"]["accuracy"] > 0.6 and s["train"]["train_samples_per_s"] > 0
+
+
+@pytest.mark.parametrize("method", ["dynamic", "static"])
+def test_token_model_is_quantized_in_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str) -> None:
+    r = _recipe(tmp_path, f'[quantize]\nmethod = "{method}"\ncalibration_samples = 32\n')
+    assert main(["run", str(r), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rec = next(st for st in s["stages"] if st["name"] == "quantize")
+    # two logits per sample: cosine is harsh near the decision boundary, so the mean and top-1 carry the check
+    assert rec["parity"]["cosine_mean"] > 0.98 and rec["parity"]["top1_agreement"] >= 0.9
+    assert rec["after"]["accuracy"] >= rec["before"]["accuracy"] - 0.1 and rec["size_ratio"] < 1.0
+    assert set(s["speedup"]["latency"]) == {"1", "8"}  # torch → onnxruntime fp32 → INT8, paired on token inputs

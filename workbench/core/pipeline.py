@@ -384,7 +384,7 @@ def _wrap_token_model(ctx: RunContext) -> None:
 
 
 #: technique stages a run on token data goes through (the rest are refused up front)
-TOKEN_STAGES = ("export",)
+TOKEN_STAGES = ("quantize", "export")
 
 
 def check_token_stages(ctx: RunContext, stages: Sequence[Any]) -> None:
@@ -396,14 +396,18 @@ def check_token_stages(ctx: RunContext, stages: Sequence[Any]) -> None:
         raise RecipeError(f"export.bundle_dir with token data ({ctx.recipe.data.path}): the bundle's predict.py "
                           "reads images and tables; leave bundle_dir empty and deploy export/model.onnx, which "
                           "takes the named token inputs")
+    quantize = getattr(ctx.recipe, "quantize", None)
+    if any(s.name == "quantize" for s in stages) and quantize is not None and quantize.max_accuracy_drop > 0:
+        raise RecipeError(f"quantize.max_accuracy_drop = {quantize.max_accuracy_drop:g} with token data: the "
+                          "per-layer sensitivity search takes single-input models; set it to 0 and keep layers "
+                          "float with quantize.exclude")
     refused = [s for s in stages if s.name not in TOKEN_STAGES]
     if not refused:
         return
     names = ", ".join(f"[{s.name}]" for s in refused)
-    raise RecipeError(f"{names} with token data ({ctx.recipe.data.path}): a run trains, scores, times and exports "
-                      "([export]) PyTorch token models; for INT8 export the model to ONNX with named inputs (torch.onnx.export(..., "
-                      "input_names=['input_ids', 'attention_mask'])) and run `workbench quantize MODEL.onnx "
-                      "--calib TOKENS.npz`")
+    raise RecipeError(f"{names} with token data ({ctx.recipe.data.path}): a run trains, scores, times, quantizes "
+                      "([quantize]) and exports ([export]) PyTorch token models; remove "
+                      f"{'that section' if len(refused) == 1 else 'those sections'} for token data")
 
 
 def split_loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:

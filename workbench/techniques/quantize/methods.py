@@ -93,6 +93,12 @@ STATIC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "Clip", "MaxPoo
               "GlobalAveragePool", "Add", "Mul", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
               "Concat", "Resize", "Gather", "Slice", "Split")
 
+#: Static QDQ for models with several inputs (transformers): the weighted ops only. Their attention masks
+#: add -inf (or -1e4) to the scores; a Q/DQ pair on that Add's range (scale inf, or 1e4 / 255 per step)
+#: wipes out the scores themselves (measured: cosine -0.98 against the float model with
+#: nn.MultiheadAttention), while MatMul and Gather inputs and weights stay in sane ranges.
+STATIC_TOKEN_OPS = ("MatMul", "Gemm", "Gather", "Conv")
+
 _CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -222,7 +228,8 @@ def _ops_present(model: Any, ops: Sequence[str]) -> list[str]:
 
 def calibration_batches(train: Any, eval_: Any | None, samples: int, batch_size: int = 32,
                         seed: int = 0) -> list[np.ndarray]:
-    """Up to ``samples`` train-split inputs seen through the EVAL transforms, as float32 batches.
+    """Up to ``samples`` train-split inputs seen through the EVAL transforms, as float32 batches (int64 for
+    integer inputs such as stacked token arrays).
 
     Calibration must see what inference sees: the train transform's random crops and flips would
     widen activation ranges for nothing. The train dataset is shallow-copied and given the eval
@@ -238,8 +245,9 @@ def calibration_batches(train: Any, eval_: Any | None, samples: int, batch_size:
     idx = np.random.default_rng(seed).permutation(n)[: min(samples, n)]
     out: list[np.ndarray] = []
     for start in range(0, len(idx), batch_size):
-        xs = [ds[int(i)][0] for i in idx[start:start + batch_size]]
-        out.append(torch.stack([torch.as_tensor(x, dtype=torch.float32) for x in xs]).numpy())
+        xs = torch.stack([torch.as_tensor(ds[int(i)][0]) for i in idx[start:start + batch_size]])
+        # token ids stay integers (a float id means nothing to an embedding); everything else is float32
+        out.append(xs.long().numpy() if not xs.is_floating_point() else xs.float().numpy())
     return out
 
 
@@ -358,6 +366,10 @@ def quantize_static_onnx(src: Path, dst: Path, batches: Sequence[Any], *, per_ch
     if not batches:
         raise WorkbenchError("static INT8 needs calibration data; none was given")
     model = checked_onnx(src)
+    stacked = _stacked_names(model)
+    if stacked and not any(isinstance(b, dict) for b in batches):  # a token run's [batch, inputs, seq] arrays
+        graph = {s.name for s in onnx_input_specs(model)}
+        batches = [{n: np.ascontiguousarray(b[:, i]) for i, n in enumerate(stacked) if n in graph} for b in batches]
     named = all(isinstance(b, dict) for b in batches)
     if named:
         specs = onnx_input_specs(model)
@@ -366,16 +378,44 @@ def quantize_static_onnx(src: Path, dst: Path, batches: Sequence[Any], *, per_ch
             raise WorkbenchError(f"static INT8 of {Path(src).name}: calibration batches lack input(s) "
                                  f"{', '.join(missing)}; give every input: {', '.join(s.name for s in specs)}")
     input_name = None if named else onnx_input_name(model)
+    ops = _ops_present(model, STATIC_TOKEN_OPS if len(onnx_input_specs(model)) > 1 else STATIC_OPS)
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if calibration == "percentile":
         extra["CalibPercentile"] = 99.99
     with tempfile.TemporaryDirectory(prefix="wb-calibrate-") as work:
         run_in_child(static_quantize_file, str(Path(src).resolve()), str(Path(dst).resolve()), input_name,
                      list(batches),
-                     ops=_ops_present(model, STATIC_OPS), per_channel=per_channel, calibration=calibration,
+                     ops=ops, per_channel=per_channel, calibration=calibration,
                      nodes_to_exclude=list(nodes_to_exclude), reduce_range=reduce_range, extra=extra,
                      workdir=work, cancel=cancel, what=f"static INT8 calibration of {Path(src).name}")
     return dst
+
+
+def _stacked_names(model: Any) -> list[str]:
+    """The order of a stacked token batch recorded by a token run's export (empty for other models)."""
+    from workbench.core.models.token_inputs import STACKED_INPUTS_KEY
+
+    value = next((p.value for p in model.metadata_props if p.key == STACKED_INPUTS_KEY), "")
+    return [n for n in value.split(",") if n]
+
+
+def _keep_metadata(src: Path, dst: Path) -> None:
+    """Carry the float model's metadata (e.g. the stacked token-input order) over to the quantized file.
+
+    Pre-processing saves through an onnxruntime session, which drops model-level metadata.
+    """
+    import onnx
+
+    have = checked_onnx(src).metadata_props
+    if not have:
+        return
+    out = read_onnx(dst)  # protobuf only: external data references stay as they are, in the same folder
+    missing = [p for p in have if p.key not in {q.key for q in out.metadata_props}]
+    if missing:
+        for p in missing:
+            entry = out.metadata_props.add()
+            entry.key, entry.value = p.key, p.value
+        onnx.save(out, str(dst))
 
 
 def convert_fp16(src: Path, dst: Path, cancel: CancelToken | None = None) -> Path:
@@ -491,6 +531,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, method: str = "dynamic", 
             notes.append("fp16 targets GPUs (CUDA/TensorRT); CPU figures are shown for honesty, not as a goal")
         else:
             raise WorkbenchError(f"quantize method {method!r}: expected dynamic, static or fp16 for ONNX files")
+        _keep_metadata(src, tmp)
         tmp.replace(dst)
     except (WorkbenchError, Cancelled):
         raise
