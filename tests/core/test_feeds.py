@@ -76,3 +76,17 @@ def test_cosine_parity_for_outputs_without_labels() -> None:
     assert 0.999 < rep.cosine_min <= rep.cosine_mean <= 1.0 and rep.samples == 4
     flipped = parity(lambda f: f, lambda f: -f, [x])
     assert flipped.cosine_min == pytest.approx(-1.0) and flipped.cosine_mean == pytest.approx(-1.0)
+
+
+def test_token_npz_missing_mask_and_types_are_filled_and_said(tmp_path: Path) -> None:
+    from workbench.core.measure.feeds import load_token_npz
+
+    specs = [InputSpec("input_ids", "int64", ("b", "s"), 50), InputSpec("attention_mask", "int64", ("b", "s")),
+             InputSpec("token_type_ids", "int64", ("b", "s"))]
+    np.savez(tmp_path / "t.npz", input_ids=np.array([[3, 4, 0], [5, 0, 0]], np.int32), labels=np.array([0, 1]))
+    feed, labels, notes = load_token_npz(tmp_path / "t.npz", specs)
+    assert list(feed) == ["input_ids", "attention_mask", "token_type_ids"]
+    assert feed["input_ids"].dtype == np.int64 and (feed["attention_mask"] == 1).all() and feed["token_type_ids"].sum() == 0
+    assert labels is not None and labels.tolist() == [0, 1] and len(notes) == 2 and "all ones" in notes[0]
+    feed, labels, _ = load_token_npz(tmp_path / "t.npz", specs, max_samples=1)
+    assert len(feed["attention_mask"]) == 1 and labels is not None and len(labels) == 1

@@ -276,6 +276,7 @@ def load_token_npz(path: str | Path, specs: Sequence[InputSpec], what: str = "--
     labels = arrays.pop("labels", arrays.pop("label", None))
     notes: list[str] = []
     feed: dict[str, np.ndarray] = {}
+    fill_later: list[InputSpec] = []  # a mask or token types the file leaves out: made once n and length are known
     n: int | None = None
     for s in specs:
         if s.name in arrays:
@@ -296,28 +297,29 @@ def load_token_npz(path: str | Path, specs: Sequence[InputSpec], what: str = "--
                                      f"the vocabulary has {s.vocab} rows (0..{s.vocab - 1})")
             feed[s.name] = np.ascontiguousarray(a.astype(np.dtype(s.dtype), copy=False))
         elif s.role in ("mask", "token_type"):
-            feed[s.name] = None  # type: ignore[assignment]  # filled once the sample count and length are known
+            fill_later.append(s)
+            continue
         else:
             raise WorkbenchError(f"{what} {p}: no array named {s.name!r} (it has {', '.join(sorted(arrays)) or 'none'}); "
                                  f"{hint}")
-        if feed[s.name] is not None:
-            if n is not None and len(feed[s.name]) != n:
-                raise WorkbenchError(f"{what} {p}: arrays hold different sample counts ({n} vs "
-                                     f"{len(feed[s.name])} in {s.name!r})")
-            n = len(feed[s.name])
+        if n is not None and len(feed[s.name]) != n:
+            raise WorkbenchError(f"{what} {p}: arrays hold different sample counts ({n} vs "
+                                 f"{len(feed[s.name])} in {s.name!r})")
+        n = len(feed[s.name])
     if n is None or n == 0:
         raise WorkbenchError(f"{what} {p}: no samples; {hint}")
-    given = {k: a.shape[1:] for k, a in feed.items() if a is not None and a.ndim > 1}
+    roles = {s.name: s.role for s in specs}
+    given = {k: a.shape[1:] for k, a in feed.items() if a.ndim > 1 and roles[k] != "float"}
     if len(set(given.values())) > 1:
         raise WorkbenchError(f"{what} {p}: token arrays differ in shape per sample "
                              f"({', '.join(f'{k} {list(v)}' for k, v in given.items())}); pad them to one length")
-    ref = next(a for a in feed.values() if a is not None)
-    for s in specs:
-        if feed[s.name] is None:
-            shape = (n, *ref.shape[1:]) if len(s.dims) == ref.ndim else (n, *s.sample_shape(ref.shape[-1]))
-            fill = np.ones if s.role == "mask" else np.zeros
-            feed[s.name] = fill(shape, dtype=np.dtype(s.dtype))
-            notes.append(f"{p.name} has no {s.name!r}: using {'all ones' if s.role == 'mask' else 'zeros'}")
+    ref = next(iter(feed.values()))
+    for s in fill_later:
+        shape = (n, *ref.shape[1:]) if len(s.dims) == ref.ndim else (n, *s.sample_shape(ref.shape[-1]))
+        fill = np.ones if s.role == "mask" else np.zeros
+        feed[s.name] = fill(shape, dtype=np.dtype(s.dtype))
+        notes.append(f"{p.name} has no {s.name!r}: using {'all ones' if s.role == 'mask' else 'zeros'}")
+    feed = {s.name: feed[s.name] for s in specs}  # the model's input order
     if labels is not None and len(labels) != n:
         raise WorkbenchError(f"{what} {p}: 'labels' has {len(labels)} entries for {n} samples")
     if max_samples is not None:

@@ -273,9 +273,11 @@ class OrtRuntime:
         #: every input, in graph order: name -> (declared shape, numpy dtype)
         self.inputs: dict[str, tuple[list[int | str | None], type[np.generic]]] = {
             i.name: (list(i.shape), _ORT_DTYPES[i.type]) for i in inputs}
+        from workbench.core.models.token_inputs import STACKED_INPUTS_KEY
+
         meta = self._session.get_modelmeta().custom_metadata_map or {}
         #: the order of a stacked token batch [batch, inputs, seq] (models exported from a token-data run)
-        self.stacked_inputs: list[str] = [n for n in meta.get("workbench.stacked_inputs", "").split(",") if n]
+        self.stacked_inputs: list[str] = [n for n in meta.get(STACKED_INPUTS_KEY, "").split(",") if n]
         inp = inputs[0]
         self.input_name: str = inp.name
         self.input_shape: list[int | str | None] = list(inp.shape)
