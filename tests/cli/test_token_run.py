@@ -162,6 +162,9 @@ def test_token_model_is_exported_with_named_inputs_and_checked(tmp_path: Path,
     assert main(["quantize", str(path), "--method", "dynamic", "--seq-len", "12", "--out",
                  str(tmp_path / "q.onnx"), "--min-cosine", "0.95", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["parity_vs_float"]["cosine_min"] >= 0.95
+    # the .pt2 takes the stacked int64 batch: `bench` says to use the ONNX file rather than feeding it floats
+    assert main(["bench", rec["formats"]["pt2"]["path"], "--batch-sizes", "1", "--iters", "3"]) == 2
+    assert "bench its ONNX export instead" in capsys.readouterr().err
 
 
 def test_export_falls_back_to_the_torchscript_exporter(tmp_path: Path) -> None:

@@ -191,6 +191,12 @@ def open_model_file(path: str | Path, input_shape: str | Sequence[int] | None = 
             raise ModelLoadError(f"{p}: the exported program takes no input tensor; export a model called as "
                                  "model(x)") from None
         val = node.meta.get("val")
+        dtype = getattr(val, "dtype", None)
+        if dtype is not None and not dtype.is_floating_point:
+            raise WorkbenchError(f"{p}: the program takes {str(dtype).removeprefix('torch.')} input "
+                                 f"{list(getattr(val, 'shape', []))} (token ids?) and `workbench bench` feeds .pt2 "
+                                 "files float inputs; bench its ONNX export instead (the file names its inputs, and "
+                                 "ids are synthesised inside the vocabulary)")
         declared: list[int | str | None] = [int(d) if isinstance(d, int) else str(d) for d in getattr(val, "shape", [])]
         shape = _resolve(declared[1:], override, str(p))
         fixed = declared[0] if declared and isinstance(declared[0], int) else None
