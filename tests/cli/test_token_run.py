@@ -116,7 +116,7 @@ def test_timing_inputs_follow_meaning(tmp_path: Path) -> None:
         wrap_for_tokens(model, ["input_ids"], "tiny_bert.py")
 
 
-def test_token_run_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_token_run_refuses_in_one_line_and_times_onnxruntime_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     r = _recipe(tmp_path, '[prune]\nratio = 0.5\n')
     r.write_text(r.read_text().replace("epochs = 6", "epochs = 0"))
     assert main(["run", str(r)]) == 2
@@ -131,8 +131,9 @@ def test_token_run_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, capsys:
     err = capsys.readouterr().err
     assert "nolabels.npz" in err and "'labels'" in err
     r.write_text(r.read_text().replace("nolabels.npz", "tokens.npz").replace("iters = 5", 'iters = 5\nruntimes = ["eager", "onnxruntime"]'))
-    assert main(["run", str(r)]) == 2
-    assert "bench.runtimes" in capsys.readouterr().err
+    assert main(["run", str(r), "--json"]) == 0  # onnxruntime beside torch: the named-input export, timed
+    base = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["final"]
+    assert [st["batch_size"] for st in base["runtimes"]["onnxruntime"]] == [1, 8]
 
 
 def test_token_model_is_exported_with_named_inputs_and_checked(tmp_path: Path,

@@ -362,8 +362,8 @@ def _stage_load(ctx: RunContext) -> None:
 def _wrap_token_model(ctx: RunContext) -> None:
     """Token data: the model takes named arguments (``forward(input_ids, attention_mask, ...)``).
 
-    Training, evaluation and torch timing run through ``TokenInputs``; the ONNX-based parts of a run
-    (onnxruntime timing, quantize, export) are refused with the route that works for token models.
+    Training, evaluation, timing, quantization and export run through ``TokenInputs`` (ONNX files
+    take the named inputs); ONNX token models are refused with the route that works for them.
     """
     from workbench.core.models.token_inputs import wrap_for_tokens
 
@@ -373,10 +373,6 @@ def _wrap_token_model(ctx: RunContext) -> None:
         raise RecipeError(f"data.path {path}: token data runs PyTorch models (model.source = 'python' or 'zoo'); "
                           "for an ONNX token model use `workbench bench MODEL.onnx --data TOKENS.npz` or "
                           "`workbench quantize MODEL.onnx --calib TOKENS.npz`")
-    if "onnxruntime" in recipe.bench.runtimes:
-        raise RecipeError(f"bench.runtimes = {recipe.bench.runtimes}: onnxruntime timing of a PyTorch token model "
-                          "is not supported in a run; use ['eager'] or ['eager', 'compile'], or export it with "
-                          "named inputs and use `workbench bench MODEL.onnx`")
     ctx.loaded.module = wrap_for_tokens(ctx.loaded.module, ctx.data.preprocess["token_inputs"],
                                         f"model.path {recipe.model.path or recipe.model.zoo}")
     ctx.reporter.log(f"token model: forward({', '.join(ctx.loaded.module.used)}) fed from {path}; synthetic "

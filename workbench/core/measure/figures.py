@@ -141,7 +141,7 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
                 rt = OrtRuntime(path, threads=threads)
             try:
                 out["runtimes"][name] = [st.to_dict() for st in bench_runtime(rt, ctx.input_shape, bench.batch_sizes,
-                                                                              **timing)]
+                                                                              feeds=token_batches(ctx), **timing)]
             finally:
                 rt.close()
     out["train_samples_per_s"] = train_samples_per_s
