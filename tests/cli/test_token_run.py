@@ -251,3 +251,17 @@ def test_token_model_is_quantized_in_a_run(tmp_path: Path, capsys: pytest.Captur
     assert rec["parity"]["cosine_mean"] > 0.98 and rec["parity"]["top1_agreement"] >= 0.9
     assert rec["after"]["accuracy"] >= rec["before"]["accuracy"] - 0.1 and rec["size_ratio"] < 1.0
     assert set(s["speedup"]["latency"]) == {"1", "8"}  # torch → onnxruntime fp32 → INT8, paired on token inputs
+
+
+def test_multi_input_onnx_in_a_recipe_points_to_bench_and_quantize(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.token_models import export_tiny_bert
+
+    model = export_tiny_bert(tmp_path / "bert.onnx")
+    r = _recipe(tmp_path)
+    text = r.read_text().replace('source = "python"', 'source = "onnx"').replace(str(tmp_path / "tiny_bert.py"),
+                                                                                  str(model))
+    r.write_text(text.replace('class_name = "TinyBertClassifier"\n', "").replace("epochs = 6", "epochs = 0"))
+    assert main(["run", str(r)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("bert.onnx" in ln and "3 inputs" in ln and "workbench quantize" in ln for ln in err), err
