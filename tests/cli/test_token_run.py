@@ -265,3 +265,13 @@ def test_multi_input_onnx_in_a_recipe_points_to_bench_and_quantize(tmp_path: Pat
     assert main(["run", str(r)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert any("bert.onnx" in ln and "3 inputs" in ln and "workbench quantize" in ln for ln in err), err
+
+
+def test_a_run_says_when_max_time_cut_its_iterations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = _recipe(tmp_path)
+    r.write_text(r.read_text().replace("epochs = 6", "epochs = 0").replace("iters = 5", "iters = 100000\nmax_time_s = 0.05"))
+    assert main(["run", str(r), "--json"]) == 0
+    out = capsys.readouterr()
+    cut = json.loads(out.out.strip().splitlines()[-1])["final"]["iters_cut"]
+    assert set(cut) == {"1", "8"} and all(3 <= n < 100000 for n in cut.values())
+    assert "bench.iters = 100000 cut by bench.max_time_s = 0.05 s" in out.err

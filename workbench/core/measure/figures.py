@@ -151,6 +151,12 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
         if monitor.load.contended:
             rep.log(f"{label}: other processes used {monitor.load.others_cores:.2f} CPU cores while timing; "
                     "these figures are slower than on a quiet machine", "warning")
+    cut = [st for st in stats if st.iters < bench.iters]
+    if cut:
+        out["iters_cut"] = {str(st.batch_size): st.iters for st in cut}
+        rep.log(f"{label}: bench.iters = {bench.iters} cut by bench.max_time_s = {bench.max_time_s:g} s to "
+                + ", ".join(f"{st.iters} at batch {st.batch_size}" for st in cut)
+                + "; raise bench.max_time_s to time them all", "warning")
     if stats:
         first, best = stats[0], max(stats, key=lambda st: st.throughput)
         out.update(latency_ms_p50=first.p50_ms, latency_ms_p95=first.p95_ms, latency_batch=first.batch_size,
