@@ -110,7 +110,9 @@ class TokenInputs(nn.Module):
                                      f"both exporters: {first[:300]}") from exc
         finally:
             reg_log.setLevel(old_level)
-        model = onnx.load(str(out))
+        from workbench.core.models.loaders import read_onnx
+
+        model = read_onnx(out)  # the one door to model files (protobuf only; our own file all the same)
         entry = model.metadata_props.add()
         entry.key, entry.value = STACKED_INPUTS_KEY, ",".join(self.names)
         onnx.save(model, str(out))
