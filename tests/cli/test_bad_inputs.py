@@ -877,6 +877,31 @@ def _(c: Ctx) -> list[str]:
     return ["bench", str(tiny_onnx(c.d / "m.onnx")), "--iters", "2"]
 
 
+@case("bench --max-time 0", "--max-time", "must be a finite number > 0")
+def _(c: Ctx) -> list[str]:
+    return ["bench", str(tiny_onnx(c.d / "m.onnx")), "--max-time", "0"]
+
+
+@case("bench --max-time nan", "--max-time", "must be a finite number > 0")
+def _(c: Ctx) -> list[str]:
+    return ["bench", str(tiny_onnx(c.d / "m.onnx")), "--max-time", "nan"]
+
+
+@case("bench --seq-len 0", "--seq-len", "0")
+def _(c: Ctx) -> list[str]:
+    return ["bench", str(tiny_onnx(c.d / "m.onnx")), "--seq-len", "0"]
+
+
+@case("quantize --min-cosine 1.5", "--min-cosine", "from 0 to 1")
+def _(c: Ctx) -> list[str]:
+    return ["quantize", str(tiny_onnx(c.d / "m.onnx")), "--min-cosine", "1.5"]
+
+
+@case("bench --data that is not a labelled file", "d.txt", ".npz")
+def _(c: Ctx) -> list[str]:
+    return ["bench", str(tiny_onnx(c.d / "m.onnx")), "--data", str(c.write("d.txt", "hello"))]
+
+
 @case("bench --batch-sizes 0", "--batch-sizes", "'0'")
 def _(c: Ctx) -> list[str]:
     return ["bench", str(tiny_onnx(c.d / "m.onnx")), "--batch-sizes", "0"]

@@ -70,6 +70,30 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{short(text)!r}: expected a number > 0, e.g. 10") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{short(text)}: must be a finite number > 0, e.g. 10")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number from 0 to 1 (thresholds such as a cosine similarity)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{short(text)!r}: expected a number from 0 to 1, e.g. 0.99") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{short(text)}: must be from 0 to 1, e.g. 0.99")
+    return value
+
+
 def _int_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text)

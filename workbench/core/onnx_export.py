@@ -26,6 +26,7 @@ from workbench.errors import WorkbenchError
 __all__ = [
     "FP32_TOLERANCE",
     "ParityReport",
+    "cosine_per_sample",
     "eval_input_batches",
     "export_onnx",
     "ort_predict_fn",
@@ -46,7 +47,9 @@ class ParityReport:
 
     ``max_rel_err`` is the max absolute error divided by the largest reference magnitude (an
     elementwise ratio explodes on logits near zero and says nothing). ``top1_agreement`` is the
-    fraction of samples whose argmax class matches.
+    fraction of samples whose argmax class matches: meaningful for classifiers only. For models
+    without labels (embeddings, hidden states) ``cosine_min`` / ``cosine_mean`` compare each sample's
+    output (flattened; a sentence embedding is already pooled) with the reference's.
     """
 
     max_abs_err: float
@@ -54,6 +57,8 @@ class ParityReport:
     mean_abs_err: float
     top1_agreement: float
     samples: int
+    cosine_min: float = 1.0
+    cosine_mean: float = 1.0
 
     def ok(self, atol: float = FP32_TOLERANCE) -> bool:
         """Within ``atol`` absolute, or ``atol`` relative to the largest logit (large-logit models)."""
@@ -63,11 +68,23 @@ class ParityReport:
         return asdict(self)
 
 
-def parity(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable[[np.ndarray], np.ndarray],
-           batches: Iterable[np.ndarray]) -> ParityReport:
-    """Run both predict functions on each batch and compare their outputs."""
+def cosine_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each sample's flattened output in ``a`` and ``b`` (1.0 where both are zero)."""
+    x = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    y = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
+    dot = (x * y).sum(1)
+    both_zero = (nx == 0) & (ny == 0)
+    cos = dot / np.maximum(nx * ny, 1e-300)
+    return np.where(both_zero, 1.0, np.clip(cos, -1.0, 1.0))
+
+
+def parity(reference: Callable[[Any], np.ndarray], candidate: Callable[[Any], np.ndarray],
+           batches: Iterable[Any]) -> ParityReport:
+    """Run both predict functions on each batch (an array, or a dict of named arrays) and compare outputs."""
     max_abs = max_ref = sum_abs = 0.0
     count = agree = samples = 0
+    cosines: list[np.ndarray] = []
     for x in batches:
         a = np.asarray(reference(x), dtype=np.float64)
         b = np.asarray(candidate(x), dtype=np.float64)
@@ -79,11 +96,13 @@ def parity(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable[[n
         sum_abs += float(diff.sum())
         count += diff.size
         agree += int((a.reshape(len(a), -1).argmax(1) == b.reshape(len(b), -1).argmax(1)).sum())
+        cosines.append(cosine_per_sample(a, b))
         samples += len(a)
     if samples == 0:
         raise WorkbenchError("parity check needs at least one batch of inputs")
+    cos = np.concatenate(cosines)
     return ParityReport(max_abs, max_abs / max_ref if max_ref > 0 else max_abs, sum_abs / max(1, count),
-                        agree / samples, samples)
+                        agree / samples, samples, float(cos.min()), float(cos.mean()))
 
 
 def torch_predict_fn(module: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
@@ -94,8 +113,10 @@ def torch_predict_fn(module: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
         module.eval()
 
     def run(x: np.ndarray) -> np.ndarray:
+        a = np.asarray(x)  # integer inputs (token ids) stay integers; anything else is fed as float32
+        a = np.ascontiguousarray(a, dtype=None if a.dtype.kind in "biu" else np.float32)
         with torch.inference_mode():
-            return first_tensor(module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))).float().numpy()
+            return first_tensor(module(torch.from_numpy(a))).float().numpy()
 
     return run
 
@@ -105,13 +126,14 @@ def ort_predict_fn(runtime: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def eval_input_batches(loader: Iterable[Any], max_batches: int) -> list[np.ndarray]:
-    """The first ``max_batches`` eval batches' inputs as float32 numpy arrays (real data for parity)."""
+    """The first ``max_batches`` eval batches' inputs as numpy arrays (real data for parity): float32,
+    or int64 for integer inputs (token ids must not become floats)."""
     out: list[np.ndarray] = []
     for i, batch in enumerate(loader):
         if i >= max_batches:
             break
-        x = batch[0] if isinstance(batch, list | tuple) else batch
-        out.append(torch.as_tensor(x).float().numpy())
+        x = torch.as_tensor(batch[0] if isinstance(batch, list | tuple) else batch)
+        out.append(x.long().numpy() if not x.is_floating_point() and x.dtype != torch.bool else x.float().numpy())
     return out
 
 

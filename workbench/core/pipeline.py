@@ -262,6 +262,7 @@ def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stag
             stage.preflight(recipe)  # before any work: e.g. an export folder that cannot be written
     stages = [s for s in applying if s.run is not None]  # the optimization chain
     _stage_load(ctx)
+    check_token_stages(ctx, applying)
     if recipe.batching.find_max_batch and ctx.module is not None:
         from workbench.core.batching import find_max_batch
 
@@ -358,6 +359,8 @@ def _stage_load(ctx: RunContext) -> None:
         resized = load_pruned_weights(ctx.loaded.module, weights_of_run(ctx.store, recipe.model.weights))
         if resized:
             rep.log(f"weights of {recipe.model.weights} are pruned: resized {len(resized)} layers to match")
+    if ctx.data.kind == "tokens":
+        _wrap_token_model(ctx)
     check_model_data_compat(ctx.loaded, ctx.data.num_classes, ctx.input_shape)
     if ctx.loaded.kind == "onnx":
         ctx.onnx_path = ctx.loaded.onnx_path
@@ -380,6 +383,53 @@ def _stage_load(ctx: RunContext) -> None:
     rep.stage_finished("load", {"model": ctx.summary["model"]["params"]})
 
 
+def _wrap_token_model(ctx: RunContext) -> None:
+    """Token data: the model takes named arguments (``forward(input_ids, attention_mask, ...)``).
+
+    Training, evaluation, timing, quantization and export run through ``TokenInputs`` (ONNX files
+    take the named inputs); ONNX token models are refused with the route that works for them.
+    """
+    from workbench.core.models.token_inputs import wrap_for_tokens
+
+    recipe = ctx.recipe
+    path = recipe.data.path
+    if ctx.loaded.module is None or ctx.loaded.kind == "onnx":
+        raise RecipeError(f"data.path {path}: token data runs PyTorch models (model.source = 'python' or 'zoo'); "
+                          "for an ONNX token model use `workbench bench MODEL.onnx --data TOKENS.npz` or "
+                          "`workbench quantize MODEL.onnx --calib TOKENS.npz`")
+    ctx.loaded.module = wrap_for_tokens(ctx.loaded.module, ctx.data.preprocess["token_inputs"],
+                                        f"model.path {recipe.model.path or recipe.model.zoo}")
+    ctx.reporter.log(f"token model: forward({', '.join(ctx.loaded.module.used)}) fed from {path}; synthetic "
+                     f"timing inputs: ids in 1..{ctx.loaded.module.vocab - 1}, all-ones mask, zero token types")
+
+
+#: technique stages a run on token data goes through (the rest are refused up front)
+TOKEN_STAGES = ("quantize", "export")
+
+
+def check_token_stages(ctx: RunContext, stages: Sequence[Any]) -> None:
+    """Refuse technique stages a token model cannot go through yet (one line naming them and what works)."""
+    if ctx.data is None or ctx.data.kind != "tokens":
+        return
+    export = getattr(ctx.recipe, "export", None)
+    if any(s.name == "export" for s in stages) and export is not None and export.bundle_dir:
+        raise RecipeError(f"export.bundle_dir with token data ({ctx.recipe.data.path}): the bundle's predict.py "
+                          "reads images and tables; leave bundle_dir empty and deploy export/model.onnx, which "
+                          "takes the named token inputs")
+    quantize = getattr(ctx.recipe, "quantize", None)
+    if any(s.name == "quantize" for s in stages) and quantize is not None and quantize.max_accuracy_drop > 0:
+        raise RecipeError(f"quantize.max_accuracy_drop = {quantize.max_accuracy_drop:g} with token data: the "
+                          "per-layer sensitivity search takes single-input models; set it to 0 and keep layers "
+                          "float with quantize.exclude")
+    refused = [s for s in stages if s.name not in TOKEN_STAGES]
+    if not refused:
+        return
+    names = ", ".join(f"[{s.name}]" for s in refused)
+    raise RecipeError(f"{names} with token data ({ctx.recipe.data.path}): a run trains, scores, times, quantizes "
+                      "([quantize]) and exports ([export]) PyTorch token models; remove "
+                      f"{'that section' if len(refused) == 1 else 'those sections'} for token data")
+
+
 def split_loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:
     """The train loader, or an inference loader over ``dataset`` (default: the eval split)."""
     from workbench.core.data import build_loader
@@ -388,7 +438,8 @@ def split_loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:
     if dataset is None:
         dataset = ctx.data.train if train else ctx.data.eval
     size = b.batch_size if train else b.eval_batch_size
-    return build_loader(dataset, size, ctx.recipe.loader, train=train, seed=ctx.recipe.train.seed)
+    return build_loader(dataset, size, ctx.recipe.loader, train=train, seed=ctx.recipe.train.seed,
+                        length_aware=b.length_aware)
 
 
 def train_with_hooks(ctx: RunContext, stages: Sequence[Stage]) -> None:

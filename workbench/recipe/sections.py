@@ -126,6 +126,8 @@ class BatchingSection(Section):
     find_max_batch: bool = Field(False, description="Search the largest batch that fits (reported, not applied).")
     memory_budget_gb: float = Field(0.0, ge=0.0, description="CPU max-batch budget (0 = 50% of free RAM).")
     safety_margin: float = Field(0.1, ge=0.0, lt=0.9)
+    length_aware: bool = Field(False, description="Token data: batch sentences of similar length and pad each "
+                               "batch only to its longest member (no effect on other data).")
 
 
 class LoaderSection(Section):

@@ -128,6 +128,10 @@ def loader_sweep(
                 base = load_model(recipe.model, bundle.num_classes, tuple(bundle.input_shape)).module
                 if base is None:
                     raise WorkbenchError("the loader sweep trains the model; an ONNX model cannot be trained")
+                if bundle.kind == "tokens":
+                    from workbench.core.models.token_inputs import wrap_for_tokens
+
+                    base = wrap_for_tokens(base, bundle.preprocess["token_inputs"])
             point = _measure_loader_config(variant, cfg, spec, plan, base, f"{stage}:{i}", reporter, cancel)
             point.is_default = cfg == default
             points.append(point)

@@ -137,6 +137,11 @@ def _load(recipe: Recipe, summary: dict[str, Any], rep: Reporter,
     if loaded.module is None:
         raise WorkbenchError(f"model.source = {recipe.model.source!r}: sweeps need a PyTorch model "
                              "(use `workbench bench` for ONNX files)")
+    if bundle.kind == "tokens":  # forward(input_ids, attention_mask, ...) fed from stacked token batches
+        from workbench.core.models.token_inputs import wrap_for_tokens
+
+        loaded.module = wrap_for_tokens(loaded.module, bundle.preprocess["token_inputs"],
+                                        f"model.path {recipe.model.path or recipe.model.zoo}")
     if recipe.model.weights.startswith("run:"):
         rep.log("sweep: model.weights = run:ID is not loaded for a sweep: speed does not depend on the weights")
     s = summarize(loaded.module, shape)

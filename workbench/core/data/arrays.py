@@ -27,6 +27,7 @@ from workbench.core.data.splits import (
     source_path,
     split_arrays,
 )
+from workbench.core.data.tokens import is_token_npz, load_token_arrays
 from workbench.core.data.transforms import ImageTransform
 from workbench.errors import DataLoadError
 from workbench.recipe import DataSection
@@ -154,6 +155,8 @@ def load_npz(section: DataSection) -> DatasetBundle:
             except (OSError, zipfile.BadZipFile, EOFError) as exc:
                 raise DataLoadError(f"{path}: array {name!r} is corrupt ({exc})") from None
 
+        if is_token_npz(names_found):
+            return load_token_arrays(path, names_found, get, section)
         desc = f"npz {path}"
         val: tuple[np.ndarray, np.ndarray] | None = None  # the file's own validation split, raw labels
         if "x_train" in names_found and "y_train" in names_found:

@@ -30,7 +30,7 @@ class DatasetBundle:
     num_classes: int
     input_shape: tuple[int, ...]  # one sample, no batch dim, after transforms
     class_names: list[str]
-    kind: str  # "image" | "tabular" | "tensor"
+    kind: str  # "image" | "tabular" | "tensor" | "tokens" (stacked named int arrays, core/data/tokens.py)
     source_desc: str
     # How raw inputs become model inputs at eval time (scale/mean/std); recorded with exports.
     preprocess: dict[str, Any] = field(default_factory=dict)

@@ -99,12 +99,17 @@ def _check_shared_cache(dataset: Dataset, num_workers: int) -> None:
 
 
 def build_loader(
-    dataset: Dataset, batch_size: int, loader: LoaderSection, train: bool, seed: int = 0, sampler: Any = None
+    dataset: Dataset, batch_size: int, loader: LoaderSection, train: bool, seed: int = 0, sampler: Any = None,
+    length_aware: bool = False,
 ) -> DataLoader:
     """A DataLoader configured from the recipe, safe to use from a process running Qt threads.
 
     ``sampler`` (e.g. a ``DistributedSampler`` giving this process its shard) replaces shuffling.
+    ``length_aware`` (token data only, ``batching.length_aware``): batches of similar lengths, each cut
+    to its longest member (``tokens.LengthBatchSampler`` + ``tokens.trim_collate``).
     """
+    from workbench.core.data.tokens import LengthBatchSampler, TokenDataset, trim_collate
+
     n = len(dataset)  # type: ignore[arg-type]
     workers = loader.num_workers
     drop_last = bool(train and loader.drop_last and n >= batch_size)
@@ -118,6 +123,10 @@ def build_loader(
         )
     generator = torch.Generator()
     generator.manual_seed(seed)
+    if length_aware and sampler is None and isinstance(dataset, TokenDataset):
+        batches = LengthBatchSampler(dataset.lengths(), batch_size, shuffle=train, drop_last=drop_last, seed=seed)
+        return WorkbenchDataLoader(dataset, batch_sampler=batches, collate_fn=trim_collate, num_workers=workers,
+                                   pin_memory=bool(loader.pin_memory and torch.cuda.is_available()), **kwargs)
     return WorkbenchDataLoader(
         dataset,
         batch_size=batch_size,

@@ -66,6 +66,23 @@ METRIC_KEYS = ("accuracy", "latency_ms_p50", "latency_ms_p95", "throughput", "pa
                "train_samples_per_s")
 
 
+def token_batches(ctx: RunContext) -> Any:
+    """Token data: ``batch -> [batch, inputs, seq]`` int64 inputs that follow their meaning (ids inside the
+    vocabulary, all-ones mask, zero token types) for timing; None for every other kind of data.
+
+    Timing otherwise feeds standard-normal floats, which a torch token model turns into such inputs
+    itself but onnxruntime would cast to (negative) ids.
+    """
+    if getattr(ctx.data, "kind", None) != "tokens" or ctx.module is None:
+        return None
+    tok = unwrap(ctx.module)
+    example = getattr(tok, "example_input", None)
+    if not callable(example):
+        return None
+    seq = int(ctx.input_shape[-1])
+    return lambda b: example(b, seq, seed=b).numpy()
+
+
 def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = None, onnx_path: Path | None = None,
                   train_samples_per_s: float | None = None) -> dict[str, Any]:
     """The standard figures for one model: eval accuracy, latency p50/p95, throughput, params, size.
@@ -93,7 +110,8 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
             if ctx.val_loader is not None:
                 out["val_accuracy"] = evaluate_runtime(runtime, ctx.val_loader, ctx.cancel)
             with monitor:
-                stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, **timing) if bench.enabled else []
+                stats = bench_runtime(runtime, ctx.input_shape, bench.batch_sizes, feeds=token_batches(ctx),
+                                      **timing) if bench.enabled else []
         finally:
             runtime.close()
         from workbench.core.models import summarize_onnx
@@ -132,7 +150,7 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
                 rt = OrtRuntime(path, threads=threads)
             try:
                 out["runtimes"][name] = [st.to_dict() for st in bench_runtime(rt, ctx.input_shape, bench.batch_sizes,
-                                                                              **timing)]
+                                                                              feeds=token_batches(ctx), **timing)]
             finally:
                 rt.close()
     out["train_samples_per_s"] = train_samples_per_s
@@ -142,6 +160,12 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
         if monitor.load.contended:
             rep.log(f"{label}: other processes used {monitor.load.others_cores:.2f} CPU cores while timing; "
                     "these figures are slower than on a quiet machine", "warning")
+    cut = [st for st in stats if st.iters < bench.iters]
+    if cut:
+        out["iters_cut"] = {str(st.batch_size): st.iters for st in cut}
+        rep.log(f"{label}: bench.iters = {bench.iters} cut by bench.max_time_s = {bench.max_time_s:g} s to "
+                + ", ".join(f"{st.iters} at batch {st.batch_size}" for st in cut)
+                + "; raise bench.max_time_s to time them all", "warning")
     if stats:
         first, best = stats[0], max(stats, key=lambda st: st.throughput)
         out.update(latency_ms_p50=first.p50_ms, latency_ms_p95=first.p95_ms, latency_batch=first.batch_size,
@@ -205,7 +229,8 @@ def paired_speedup(ctx: RunContext) -> dict[str, Any] | None:
             timing = time_paired(contestants, ctx.input_shape, bench.batch_sizes, threads=threads,
                                  rounds=bench.rounds, iters=bench.iters, warmup=bench.warmup,
                                  max_time_s=bench.max_time_s, cancel=ctx.cancel, reporter=rep,
-                                 seed=ctx.recipe.train.seed, stream=stream)
+                                 seed=ctx.recipe.train.seed, stream=stream,
+                                 make_batch=None if dynamic else token_batches(ctx))
     finally:
         for c in contestants:
             c.runtime.close()

@@ -216,8 +216,8 @@ class OrtRuntime:
     ``threads`` sets intra-op threads (0 = onnxruntime's default, all physical cores);
     ``optimization`` is one of disable/basic/extended/all; ``spinning`` lets idle pool threads
     spin-wait (onnxruntime's default, off here: it steals cores from whatever runs next in this
-    process). Input name, shape and dtype are read from the model, so any single-input ONNX
-    classifier works.
+    process). Input names, shapes and dtypes are read from the model: a single-input model takes
+    one array, a model with several named inputs (a transformer's ids and mask) a dict of them.
     """
 
     name = "onnxruntime"
@@ -273,14 +273,23 @@ class OrtRuntime:
         self.threads = threads
         self.providers: list[str] = list(self._session.get_providers())
         inputs = self._session.get_inputs()
-        if len(inputs) != 1:
-            names = ", ".join(i.name for i in inputs)
-            raise ModelLoadError(f"{path}: expected one input, model has {len(inputs)} ({names})")
+        if not inputs:
+            raise ModelLoadError(f"{path}: the model has no inputs")
+        for i in inputs:
+            if i.type not in _ORT_DTYPES:
+                raise ModelLoadError(f"{path}: input {i.name!r} has unsupported type {i.type}; Workbench feeds "
+                                     f"{', '.join(t[7:-1] for t in _ORT_DTYPES)}")
+        #: every input, in graph order: name -> (declared shape, numpy dtype)
+        self.inputs: dict[str, tuple[list[int | str | None], type[np.generic]]] = {
+            i.name: (list(i.shape), _ORT_DTYPES[i.type]) for i in inputs}
+        from workbench.core.models.token_inputs import STACKED_INPUTS_KEY
+
+        meta = self._session.get_modelmeta().custom_metadata_map or {}
+        #: the order of a stacked token batch [batch, inputs, seq] (models exported from a token-data run)
+        self.stacked_inputs: list[str] = [n for n in meta.get(STACKED_INPUTS_KEY, "").split(",") if n]
         inp = inputs[0]
         self.input_name: str = inp.name
         self.input_shape: list[int | str | None] = list(inp.shape)
-        if inp.type not in _ORT_DTYPES:
-            raise ModelLoadError(f"{path}: unsupported input type {inp.type}")
         self.input_dtype: type[np.generic] = _ORT_DTYPES[inp.type]
         self.output_names: list[str] = [o.name for o in self._session.get_outputs()]
 
@@ -297,38 +306,58 @@ class OrtRuntime:
     def description(self) -> str:
         return f"onnxruntime {self.provider.removesuffix('ExecutionProvider')}"
 
-    def _as_input(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    def _as_input(self, x: np.ndarray | torch.Tensor, name: str | None = None) -> np.ndarray:
+        name = name or self.input_name
+        expected, dtype = self.inputs[name]
         a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        a = np.ascontiguousarray(a, dtype=self.input_dtype)
-        expected = self.input_shape
+        a = np.ascontiguousarray(a, dtype=dtype)
         bad = len(a.shape) != len(expected) or any(
             isinstance(e, int) and e != s for e, s in zip(expected, a.shape, strict=False)
         )
         if bad:
-            hint = "; re-export with a dynamic batch axis" if isinstance(expected[0], int) else ""
+            hint = "; re-export with a dynamic batch axis" if expected and isinstance(expected[0], int) else ""
             raise WorkbenchError(
-                f"{self.path.name}: input {self.input_name!r} expects shape {expected}, got {list(a.shape)}{hint}"
+                f"{self.path.name}: input {name!r} expects shape {expected}, got {list(a.shape)}{hint}"
             )
         return a
 
-    def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    def feed(self, x: Any) -> dict[str, np.ndarray]:
+        """The session feed for ``x``: one array (single-input models) or a dict of named arrays.
+
+        Each array is cast to its input's own dtype (int64 ids stay int64)."""
+        if isinstance(x, dict):
+            missing = [n for n in self.inputs if n not in x]
+            extra = [n for n in x if n not in self.inputs]
+            if missing or extra:
+                raise WorkbenchError(f"{self.path.name}: inputs given {sorted(x)}, the model takes "
+                                     f"{list(self.inputs)}")
+            return {n: self._as_input(x[n], n) for n in self.inputs}
+        if self.stacked_inputs and np.ndim(x) >= 2 and np.shape(x)[1] == len(self.stacked_inputs):
+            a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+            return {n: self._as_input(a[:, self.stacked_inputs.index(n)], n) for n in self.inputs}
+        if len(self.inputs) != 1:
+            raise WorkbenchError(f"{self.path.name}: the model has {len(self.inputs)} inputs "
+                                 f"({', '.join(self.inputs)}); feed a dict of named arrays")
+        return {self.input_name: self._as_input(x)}
+
+    def predict(self, x: Any) -> np.ndarray:
         if self._session is None:
             raise WorkbenchError("onnxruntime session is closed")
-        return np.asarray(self._session.run(self.output_names[:1], {self.input_name: self._as_input(x)})[0])
+        return np.asarray(self._session.run(self.output_names[:1], self.feed(x))[0])
 
-    def timed_call(self, batch: np.ndarray) -> TimedCall:
+    def timed_call(self, batch: Any) -> TimedCall:
         """On CUDA/TensorRT bind input and output on the GPU (IOBinding) so copies are not timed."""
-        a = self._as_input(batch)
+        feed = self.feed(batch)
         sess = self._session
         if self.on_gpu:
             import onnxruntime as ort
 
             binding = sess.io_binding()
-            binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
+            for name, a in feed.items():
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0))
             for name in self.output_names:
                 binding.bind_output(name, "cuda")
             return (lambda: sess.run_with_iobinding(binding)), None
-        feed = {self.input_name: a}
         names = self.output_names
         return (lambda: sess.run(names, feed)), None
 
@@ -353,13 +382,15 @@ def bench_runtime(
     reporter: Reporter | None = None,
     stage: str = "benchmark",
     seed: int = 0,
+    feeds: Callable[[int], Any] | None = None,
 ) -> list[LatencyStats]:
     """Latency of any ``Runtime`` on random ``(batch, *input_shape)`` float input, per batch size.
 
     Uses ``runtime.timed_call`` when available (input staged on the device, model only), else
     ``predict`` (includes host<->device copies). ``threads`` pins torch's thread count; an
     ``OrtRuntime`` takes its own ``threads`` at construction. Runtimes that compile on first call
-    get at least ``runtime.min_warmup`` warm-up calls per batch size.
+    get at least ``runtime.min_warmup`` warm-up calls per batch size. ``feeds(batch_size)`` makes
+    the inputs instead (a dict of named arrays for multi-input models, ``core.measure.feeds``).
     """
     rng = np.random.default_rng(seed)
     warmup = max(warmup, int(getattr(runtime, "min_warmup", 0)))
@@ -371,7 +402,7 @@ def bench_runtime(
                 cancel.raise_if_cancelled()
             if reporter is not None:
                 reporter.progress(i, len(batch_sizes), f"{runtime.name}: timing batch {b}")
-            batch = rng.standard_normal((b, *input_shape), dtype=np.float32)
+            batch = feeds(b) if feeds is not None else rng.standard_normal((b, *input_shape), dtype=np.float32)
             timed = getattr(runtime, "timed_call", None)
             if callable(timed):
                 fn, sync = timed(batch)
@@ -418,6 +449,9 @@ def export_onnx_for_bench(
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    token_export = getattr(module, "export_onnx", None)
+    if callable(token_export):  # a model with named token inputs (models.token_inputs.TokenInputs)
+        return Path(token_export(out, int(input_shape[-1]), opset))
     was_training = module.training
     module.eval()
     # The exporter logs one warning per missing torchvision op on every export: noise for a CLI.

@@ -53,6 +53,9 @@ class BatchingPanel(RecipePanel):
         self.add_spin("grad_accum_steps", "Grad accumulation", "Sum gradients over N batches before each "
                       "optimizer step: the effective batch is N× larger without N× the memory, at the same "
                       "speed per sample.", suffix=" batches")
+        self.add_check("length_aware", "Length-aware (token data)", "Token data only: group sentences of similar "
+                       "length into batches and pad each batch only to its longest member instead of the full "
+                       "length; most text is short, so most padding (and its compute) goes away.")
         self.begin_group("Find max batch", "Search the largest training batch that fits in memory.")
         self.add_check("find_max_batch", "Search during runs", "Also run the max-batch search at the start of "
                        "each run and record the result (reported only, never applied).")

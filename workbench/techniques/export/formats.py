@@ -66,7 +66,8 @@ def export_pt2(module: nn.Module, input_shape: Sequence[int], path: str | Path) 
     was_training = module.training
     module.eval()
     try:
-        example = torch.randn((2, *input_shape))
+        token_example = getattr(module, "example_input", None)  # named token inputs: a stacked int64 batch
+        example = token_example(2, int(input_shape[-1])) if callable(token_example) else torch.randn((2, *input_shape))
         batch = torch.export.Dim("batch", min=1)
         program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(program, str(tmp))

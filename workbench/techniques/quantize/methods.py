@@ -53,12 +53,15 @@ from torch import nn
 from workbench.core.budget import over_budget, within_budget
 from workbench.core.events import CancelToken, Reporter, suppress_warnings
 from workbench.core.isolate import ChildProcessDied, run_in_child
+from workbench.core.measure.feeds import onnx_input_specs
 from workbench.core.models.loaders import onnx_input_name, read_onnx
 from workbench.errors import Cancelled, WorkbenchError
 from workbench.techniques.quantize.child_steps import (
     BatchCalibrationReader,
     fp16_convert_file,
+    preprocess_file,
     static_quantize_file,
+    transformer_optimize_file,
 )
 from workbench.techniques.quantize.layers import layer_sensitivity, nodes_for_modules
 
@@ -70,6 +73,7 @@ __all__ = [
     "convert_fp16",
     "cpu_has_vnni",
     "int8_speed_note",
+    "optimize_transformer_onnx",
     "preprocess_onnx",
     "quantize_dynamic_onnx",
     "quantize_onnx",
@@ -78,14 +82,22 @@ __all__ = [
     "quantize_with_budget",
 ]
 
-#: Dynamic quantization: MatMul and Conv (onnxruntime has no dynamic Gemm). ConvInteger is slow on x86;
+#: Dynamic quantization: MatMul and Conv (onnxruntime has no dynamic Gemm), and Gather over constant
+#: tables: a transformer's word embedding is most of its file (a 30k x 384 table is 47 MB in fp32 and
+#: 12 MB in INT8) and a lookup of a quantized row costs nothing measurable. ConvInteger is slow on x86;
 #: it is still quantized so a CNN gets a (smaller) model, and the stage note says to use static.
-DYNAMIC_OPS = ("MatMul", "Conv")
+DYNAMIC_OPS = ("MatMul", "Conv", "Gather")
 #: Static QDQ: the compute ops plus the data-movement ops between them, so Q/DQ pairs cancel out
 #: and onnxruntime can keep tensors INT8 from one quantized op to the next.
 STATIC_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "Clip", "MaxPool", "AveragePool",
               "GlobalAveragePool", "Add", "Mul", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
               "Concat", "Resize", "Gather", "Slice", "Split")
+
+#: Static QDQ for models with several inputs (transformers): the weighted ops only. Their attention masks
+#: add -inf (or -1e4) to the scores; a Q/DQ pair on that Add's range (scale inf, or 1e4 / 255 per step)
+#: wipes out the scores themselves (measured: cosine -0.98 against the float model with
+#: nn.MultiheadAttention), while MatMul and Gather inputs and weights stay in sane ranges.
+STATIC_TOKEN_OPS = ("MatMul", "Gemm", "Gather", "Conv")
 
 _CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
@@ -153,26 +165,57 @@ def checked_onnx(path: str | Path) -> Any:
     return _checked(path)
 
 
-def preprocess_onnx(src: Path, dst: Path, reporter: Reporter | None = None) -> Path:
+def preprocess_onnx(src: Path, dst: Path, reporter: Reporter | None = None,
+                    cancel: CancelToken | None = None) -> Path:
     """``quant_pre_process``: symbolic shape inference + basic graph optimization, into ``dst``.
 
     Returns ``dst``, or ``src`` itself when pre-processing fails (logged as a warning): quantizing
-    the unprocessed graph still works, it only leaves more Q/DQ pairs.
+    the unprocessed graph still works, it only leaves more Q/DQ pairs. It runs in a child process
+    whose working directory is a temporary folder that is removed afterwards: onnxruntime's symbolic
+    shape inference drops ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` copy of the weights in
+    the current directory when it gives up on a graph (transformers with symbolic sequence axes).
     """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import tempfile
 
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        with tempfile.TemporaryDirectory(prefix="wb-preprocess-") as work:
+            run_in_child(preprocess_file, str(Path(src).resolve()), str(Path(dst).resolve()), work, cancel=cancel,
+                         what=f"quantization pre-processing of {Path(src).name}")
         return dst
-    except Exception as exc:  # symbolic shape inference gives up on some graphs
-        try:
-            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-            return dst
-        except Exception:
-            if reporter is not None:
-                reporter.log(f"quantization pre-processing skipped ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", "warning")
-            return src
+    except Cancelled:
+        raise
+    except Exception as exc:  # symbolic shape inference and the optimizer give up on some graphs
+        Path(dst).unlink(missing_ok=True)
+        if reporter is not None:
+            reporter.log(f"quantization pre-processing skipped ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})", "warning")
+        return src
+
+
+def optimize_transformer_onnx(src: Path, dst: Path, cancel: CancelToken | None = None) -> list[str]:
+    """onnxruntime's transformer optimizer (BERT-style fusions) of ``src`` into ``dst``; the fused op types.
+
+    An option, not a default: the fused graph is faster on some models and CPUs and not on others,
+    so ``workbench quantize --transformer-optimizer --bench`` times it paired against the plain one.
+    Runs in a child process with a temporary working folder (symbolic shape inference inside it can
+    drop files in the current directory).
+    """
+    import tempfile
+
+    checked_onnx(src)
+    try:
+        with tempfile.TemporaryDirectory(prefix="wb-optimize-") as work:
+            return run_in_child(transformer_optimize_file, str(Path(src).resolve()), str(Path(dst).resolve()),
+                                "bert", work, cancel=cancel,
+                                what=f"transformer graph optimization of {Path(src).name}")
+    except (Cancelled, WorkbenchError):
+        Path(dst).unlink(missing_ok=True)
+        raise
+    except Exception as exc:
+        Path(dst).unlink(missing_ok=True)
+        raise WorkbenchError(f"transformer graph optimizer failed on {Path(src).name}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}; run without "
+                             "--transformer-optimizer") from None
 
 
 def _ops_present(model: Any, ops: Sequence[str]) -> list[str]:
@@ -185,7 +228,8 @@ def _ops_present(model: Any, ops: Sequence[str]) -> list[str]:
 
 def calibration_batches(train: Any, eval_: Any | None, samples: int, batch_size: int = 32,
                         seed: int = 0) -> list[np.ndarray]:
-    """Up to ``samples`` train-split inputs seen through the EVAL transforms, as float32 batches.
+    """Up to ``samples`` train-split inputs seen through the EVAL transforms, as float32 batches (int64 for
+    integer inputs such as stacked token arrays).
 
     Calibration must see what inference sees: the train transform's random crops and flips would
     widen activation ranges for nothing. The train dataset is shallow-copied and given the eval
@@ -201,8 +245,9 @@ def calibration_batches(train: Any, eval_: Any | None, samples: int, batch_size:
     idx = np.random.default_rng(seed).permutation(n)[: min(samples, n)]
     out: list[np.ndarray] = []
     for start in range(0, len(idx), batch_size):
-        xs = [ds[int(i)][0] for i in idx[start:start + batch_size]]
-        out.append(torch.stack([torch.as_tensor(x, dtype=torch.float32) for x in xs]).numpy())
+        xs = torch.stack([torch.as_tensor(ds[int(i)][0]) for i in idx[start:start + batch_size]])
+        # token ids stay integers (a float id means nothing to an embedding); everything else is float32
+        out.append(xs.long().numpy() if not xs.is_floating_point() else xs.float().numpy())
     return out
 
 
@@ -301,29 +346,76 @@ def _quantize_dynamic(src: Path, dst: Path, ops: list[str], per_channel: bool, n
                      nodes_to_exclude=list(nodes_to_exclude), extra_options={"MatMulConstBOnly": True})
 
 
-def quantize_static_onnx(src: Path, dst: Path, batches: Sequence[np.ndarray], *, per_channel: bool = True,
+def quantize_static_onnx(src: Path, dst: Path, batches: Sequence[Any], *, per_channel: bool = True,
                          calibration: str = "minmax", nodes_to_exclude: Sequence[str] = (),
                          reduce_range: bool = False, cancel: CancelToken | None = None) -> Path:
     """onnxruntime static INT8 in QDQ format, activations U8/S8 weights, calibrated on ``batches``.
 
+    A batch is one array (single-input models) or a dict of named arrays in their own dtypes
+    (several inputs: a transformer's int64 ids and mask are fed as int64).
     QDQ (not QOperator) because onnxruntime fuses QDQ groups into the same integer kernels on x86
     and the file stays portable to other execution providers (TensorRT reads QDQ, not QOperator).
     Calibration is one long native call that never checks ``cancel``, so it runs in a child process
-    that is killed when ``cancel`` is set (``isolate.run_in_child``).
+    that is killed when ``cancel`` is set (``isolate.run_in_child``), with a temporary working folder
+    (removed afterwards) for whatever onnxruntime's tools drop in the current directory.
     """
+    import tempfile
+
     if calibration not in _CALIBRATION_METHODS:
         raise WorkbenchError(f"calibration = {calibration!r}: expected one of {', '.join(_CALIBRATION_METHODS)}")
     if not batches:
         raise WorkbenchError("static INT8 needs calibration data; none was given")
     model = checked_onnx(src)
+    stacked = _stacked_names(model)
+    if stacked and not any(isinstance(b, dict) for b in batches):  # a token run's [batch, inputs, seq] arrays
+        graph = {s.name for s in onnx_input_specs(model)}
+        batches = [{n: np.ascontiguousarray(b[:, i]) for i, n in enumerate(stacked) if n in graph} for b in batches]
+    named = all(isinstance(b, dict) for b in batches)
+    if named:
+        specs = onnx_input_specs(model)
+        missing = [s.name for s in specs if s.name not in batches[0]]
+        if missing:
+            raise WorkbenchError(f"static INT8 of {Path(src).name}: calibration batches lack input(s) "
+                                 f"{', '.join(missing)}; give every input: {', '.join(s.name for s in specs)}")
+    input_name = None if named else onnx_input_name(model)
+    ops = _ops_present(model, STATIC_TOKEN_OPS if len(onnx_input_specs(model)) > 1 else STATIC_OPS)
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if calibration == "percentile":
         extra["CalibPercentile"] = 99.99
-    run_in_child(static_quantize_file, str(src), str(dst), onnx_input_name(model), list(batches),
-                 ops=_ops_present(model, STATIC_OPS), per_channel=per_channel, calibration=calibration,
-                 nodes_to_exclude=list(nodes_to_exclude), reduce_range=reduce_range, extra=extra,
-                 cancel=cancel, what=f"static INT8 calibration of {Path(src).name}")
+    with tempfile.TemporaryDirectory(prefix="wb-calibrate-") as work:
+        run_in_child(static_quantize_file, str(Path(src).resolve()), str(Path(dst).resolve()), input_name,
+                     list(batches),
+                     ops=ops, per_channel=per_channel, calibration=calibration,
+                     nodes_to_exclude=list(nodes_to_exclude), reduce_range=reduce_range, extra=extra,
+                     workdir=work, cancel=cancel, what=f"static INT8 calibration of {Path(src).name}")
     return dst
+
+
+def _stacked_names(model: Any) -> list[str]:
+    """The order of a stacked token batch recorded by a token run's export (empty for other models)."""
+    from workbench.core.models.token_inputs import STACKED_INPUTS_KEY
+
+    value = next((p.value for p in model.metadata_props if p.key == STACKED_INPUTS_KEY), "")
+    return [n for n in value.split(",") if n]
+
+
+def _keep_metadata(src: Path, dst: Path) -> None:
+    """Carry the float model's metadata (e.g. the stacked token-input order) over to the quantized file.
+
+    Pre-processing saves through an onnxruntime session, which drops model-level metadata.
+    """
+    import onnx
+
+    have = checked_onnx(src).metadata_props
+    if not have:
+        return
+    out = read_onnx(dst)  # protobuf only: external data references stay as they are, in the same folder
+    missing = [p for p in have if p.key not in {q.key for q in out.metadata_props}]
+    if missing:
+        for p in missing:
+            entry = out.metadata_props.add()
+            entry.key, entry.value = p.key, p.value
+        onnx.save(out, str(dst))
 
 
 def convert_fp16(src: Path, dst: Path, cancel: CancelToken | None = None) -> Path:
@@ -416,7 +508,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, method: str = "dynamic", 
     notes: list[str] = []
     float_path = src
     if preprocess and method in ("dynamic", "static"):
-        float_path = preprocess_onnx(src, dst.with_name(dst.stem + ".pre.onnx"), reporter)
+        float_path = preprocess_onnx(src, dst.with_name(dst.stem + ".pre.onnx"), reporter, cancel)
     if float_path != src:
         model = checked_onnx(float_path)
     excluded_modules = nodes_for_modules(model, exclude_modules) if exclude_modules else {}
@@ -439,6 +531,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, *, method: str = "dynamic", 
             notes.append("fp16 targets GPUs (CUDA/TensorRT); CPU figures are shown for honesty, not as a goal")
         else:
             raise WorkbenchError(f"quantize method {method!r}: expected dynamic, static or fp16 for ONNX files")
+        _keep_metadata(src, tmp)
         tmp.replace(dst)
     except (WorkbenchError, Cancelled):
         raise

@@ -127,7 +127,9 @@ def load_onnx(path_str: str, num_classes: int, input_shape: tuple[int, ...]) -> 
     if len(inputs) > 1:
         names = ", ".join(v.name for v in inputs)
         raise ModelLoadError(
-            f"{path}: the ONNX graph has {len(inputs)} inputs ({names}); Workbench needs exactly one"
+            f"{path}: the ONNX graph has {len(inputs)} inputs ({names}); a recipe runs single-input ONNX models: "
+            "time and quantize this one with `workbench bench` / `workbench quantize` (--data/--calib TOKENS.npz), "
+            "or use its PyTorch model (model.source = 'python') with token data"
         )
     declared = _onnx_value_dims(inputs[0])
     resolved = input_shape
