@@ -33,8 +33,8 @@ batch_sizes = [1, 16]
 
 
 def test_accelerate_button_to_before_after_card(qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The Quick budget is two minutes on the built-in model; on this tiny model 40 s finds several trials.
-    monkeypatch.setattr(accelerate_gui, "BUDGETS", (("Quick (2 min)", 40.0), *accelerate_gui.BUDGETS[1:]))
+    # The Quick budget is two minutes on the built-in model; on this tiny model 30 s finds several trials.
+    monkeypatch.setattr(accelerate_gui, "BUDGETS", (("Quick (2 min)", 30.0), *accelerate_gui.BUDGETS[1:]))
     recipe = tmp_path / "mini.toml"
     recipe.write_text(MINI, encoding="utf-8")
     w = MainWindow(recipe=recipe)

@@ -58,8 +58,9 @@ from workbench.recipe import Recipe, dumps_recipe
 
 #: The time budget of the demo: from the built-in model to the Before → After card in two minutes.
 QUICK_BUDGET_S = 120.0
-#: Time kept back at the end of the budget for the winner's bundle (a re-run without training).
-BUNDLE_RESERVE_S = 15.0
+#: Time kept back at the end of the budget for the winner's bundle at least (a re-run without training;
+#: once trials have run, the median trial's time when that is longer).
+BUNDLE_RESERVE_S = 8.0
 #: The stage event a search sends whenever its stored trials table changed.
 TRIALS_STAGE = "accelerate:trials"
 #: Consecutive duplicate suggestions after which the space counts as exhausted.
@@ -387,6 +388,8 @@ class Searcher:
         # The next trial is expected to take as long as the slower half of those so far (pruned ones fine-tune).
         typical = statistics.quantiles(self.durations, n=4)[-1] if len(self.durations) >= 2 else (
             self.durations[0] if self.durations else 0.0)
+        # The winner's bundle is a re-run of one trial without its fine-tuning: keep about a trial's time.
+        reserve_s = max(reserve_s, statistics.median(self.durations)) if self.durations else reserve_s
         if time.monotonic() + typical + reserve_s > self.deadline:
             return "time budget reached"
         if self.duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
