@@ -130,6 +130,10 @@ def test_best_is_the_fastest_within_the_budget_and_the_front_spans_the_trade_off
     assert best_trial(rows, 1.0)["number"] == 4  # 6.0x at exactly the budget counts as within it
     assert best_trial(rows, 0.1) is None
     assert [r["number"] for r in pareto_rows(rows)] == [0, 3, 1, 4, 2]
+    # Speed-ups that the timing cannot tell apart are ties: both stay; a certainly slower one goes.
+    ties = [_row(10, 5.8, 0.0, ci95=[5.4, 6.6]), _row(11, 5.3, 0.0, ci95=[5.1, 5.9]),
+            _row(12, 4.0, 0.0, ci95=[3.8, 4.2])]
+    assert [r["number"] for r in pareto_rows(ties)] == [10, 11]
     rows.append(_row(6, 2.0, 0.3))  # slower and worse than trial 0: not on the front
     # A lucky median from a noisy timing does not beat a certain speed-up: ranked by the CI's lower end.
     assert best_trial([_row(8, 9.0, 0.0, ci95=[2.0, 40.0]), _row(9, 6.0, 0.0, ci95=[5.8, 6.2])], 1.0)["number"] == 9

@@ -480,11 +480,24 @@ def best_trial(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | 
     return max(ok, key=rank) if ok else None
 
 
-def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Finished trials no other trial beats on both speed-up and accuracy drop."""
-    from workbench.analysis.pareto import pareto_front
+def _dominates(b: Mapping[str, Any], a: Mapping[str, Any]) -> bool:
+    """``b`` beats ``a`` for sure: as accurate and faster beyond both CIs, or more accurate and not slower."""
+    a_hi = (a.get("ci95") or [a["speedup"]] * 2)[1]
+    b_lo = (b.get("ci95") or [b["speedup"]] * 2)[0]
+    if b["drop_points"] <= a["drop_points"] and b_lo > a_hi:
+        return True
+    return b["drop_points"] < a["drop_points"] and b["speedup"] >= a["speedup"]
 
-    return pareto_front(completed(rows), "drop_points", "speedup", minimize_x=True, maximize_y=True)
+
+def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Finished trials no other trial beats for sure on speed-up and accuracy drop, by drop then speed.
+
+    Speed-ups are measured with a 95 % CI: two trials at the same accuracy whose intervals overlap are a
+    tie, and both stay on the front (the chart shows which options the timing cannot tell apart).
+    """
+    done = completed(rows)
+    front = [a for a in done if not any(b is not a and _dominates(b, a) for b in done)]
+    return sorted(front, key=lambda r: (r["drop_points"], -r["speedup"]))
 
 
 def card_text(best: Mapping[str, Any], objective: Objective) -> str:
