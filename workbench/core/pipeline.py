@@ -144,6 +144,10 @@ class Stage:
     #: Called just before / after the pipeline's own training step (e.g. wrap and unwrap the model).
     before_train: Callable[[RunContext], None] | None = None
     after_train: Callable[[RunContext], None] | None = None
+    #: The stage works on models with named token inputs (``forward(input_ids, attention_mask, ...)``).
+    token_inputs: bool = False
+    #: Checks that need the loaded data and model, before training (e.g. what a token model cannot do).
+    check_loaded: Callable[[RunContext], None] | None = None
 
 
 @dataclass
@@ -262,7 +266,7 @@ def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stag
             stage.preflight(recipe)  # before any work: e.g. an export folder that cannot be written
     stages = [s for s in applying if s.run is not None]  # the optimization chain
     _stage_load(ctx)
-    check_token_stages(ctx, applying)
+    check_token_stages(ctx, applying, all_stages)
     if recipe.batching.find_max_batch and ctx.module is not None:
         from workbench.core.batching import find_max_batch
 
@@ -403,31 +407,24 @@ def _wrap_token_model(ctx: RunContext) -> None:
                      f"timing inputs: ids in 1..{ctx.loaded.module.vocab - 1}, all-ones mask, zero token types")
 
 
-#: technique stages a run on token data goes through (the rest are refused up front)
-TOKEN_STAGES = ("quantize", "export")
+def check_token_stages(ctx: RunContext, stages: Sequence[Any], known: Sequence[Any] = ()) -> None:
+    """Token data: refuse the stages that cannot take named token inputs, and run the others' own checks.
 
-
-def check_token_stages(ctx: RunContext, stages: Sequence[Any]) -> None:
-    """Refuse technique stages a token model cannot go through yet (one line naming them and what works)."""
+    Up front, after loading and before any training: a stage says ``token_inputs = True`` when it works
+    on such models, and its ``check_loaded`` refuses what it cannot do with them (one line each).
+    """
     if ctx.data is None or ctx.data.kind != "tokens":
         return
-    export = getattr(ctx.recipe, "export", None)
-    if any(s.name == "export" for s in stages) and export is not None and export.bundle_dir:
-        raise RecipeError(f"export.bundle_dir with token data ({ctx.recipe.data.path}): the bundle's predict.py "
-                          "reads images and tables; leave bundle_dir empty and deploy export/model.onnx, which "
-                          "takes the named token inputs")
-    quantize = getattr(ctx.recipe, "quantize", None)
-    if any(s.name == "quantize" for s in stages) and quantize is not None and quantize.max_accuracy_drop > 0:
-        raise RecipeError(f"quantize.max_accuracy_drop = {quantize.max_accuracy_drop:g} with token data: the "
-                          "per-layer sensitivity search takes single-input models; set it to 0 and keep layers "
-                          "float with quantize.exclude")
-    refused = [s for s in stages if s.name not in TOKEN_STAGES]
-    if not refused:
-        return
-    names = ", ".join(f"[{s.name}]" for s in refused)
-    raise RecipeError(f"{names} with token data ({ctx.recipe.data.path}): a run trains, scores, times, quantizes "
-                      "([quantize]) and exports ([export]) PyTorch token models; remove "
-                      f"{'that section' if len(refused) == 1 else 'those sections'} for token data")
+    refused = [s for s in stages if not s.token_inputs]
+    if refused:
+        names = ", ".join(f"[{s.name}]" for s in refused)
+        able = " and ".join(f"[{s.name}]" for s in known if s.token_inputs)
+        raise RecipeError(f"{names} with token data ({ctx.recipe.data.path}): a run trains, scores and times "
+                          "PyTorch token models" + (f" and applies {able} to them" if able else "") + "; remove "
+                          f"{'that section' if len(refused) == 1 else 'those sections'} for token data")
+    for stage in stages:
+        if stage.check_loaded is not None:
+            stage.check_loaded(ctx)
 
 
 def split_loader(ctx: RunContext, train: bool, dataset: Any = None) -> Any:

@@ -157,4 +157,15 @@ def _preflight(recipe: Recipe) -> None:
         bundle_mod.check_bundle_target(bundle_mod.resolve_bundle_dir(sec.bundle_dir), sec.force)
 
 
-STAGE = Stage("export", lambda r: r.export is not None, run_export_stage, preflight=_preflight)
+def _check_loaded(ctx: Any) -> None:
+    """Token models: the bundle's predict.py reads images and tables, not token ids."""
+    from workbench.errors import RecipeError
+
+    if ctx.data.kind == "tokens" and ctx.recipe.export.bundle_dir:
+        raise RecipeError(f"export.bundle_dir with token data ({ctx.recipe.data.path}): the bundle's predict.py "
+                          "reads images and tables; leave bundle_dir empty and deploy export/model.onnx, which "
+                          "takes the named token inputs")
+
+
+STAGE = Stage("export", lambda r: r.export is not None, run_export_stage, preflight=_preflight, token_inputs=True,
+              check_loaded=_check_loaded)

@@ -84,8 +84,10 @@ __all__ = [
 
 #: Dynamic quantization: MatMul and Conv (onnxruntime has no dynamic Gemm), and Gather over constant
 #: tables: a transformer's word embedding is most of its file (a 30k x 384 table is 47 MB in fp32 and
-#: 12 MB in INT8) and a lookup of a quantized row costs nothing measurable. ConvInteger is slow on x86;
-#: it is still quantized so a CNN gets a (smaller) model, and the stage note says to use static.
+#: 12 MB in INT8) and a lookup of a quantized row costs nothing measurable. ConvInteger is slow on x86:
+#: a model with MatMuls of its own (not only Linear heads) keeps its convolutions float (the profile of the zoo Transformer showed its
+#: patch-embedding ConvInteger 9x slower than the float Conv at batch 64, 7 % of the whole model's time);
+#: a pure CNN still gets them quantized, for a smaller file, and the stage note says to use static.
 DYNAMIC_OPS = ("MatMul", "Conv", "Gather")
 #: Static QDQ: the compute ops plus the data-movement ops between them, so Q/DQ pairs cancel out
 #: and onnxruntime can keep tensors INT8 from one quantized op to the next.
@@ -274,12 +276,15 @@ def quantize_dynamic_onnx(src: Path, dst: Path, *, per_channel: bool = True,
     import onnx
 
     model = checked_onnx(src)
+    attention_like = any(n.op_type == "MatMul" for n in model.graph.node)  # before Gemms become MatMuls
     if _gemm_to_matmul(model):
         model = read_onnx(src, external_data=True)
         _gemm_to_matmul(model)
         src = dst.with_name(dst.stem + ".matmul.onnx")
         onnx.save(model, str(src))
     ops = _ops_present(model, DYNAMIC_OPS)
+    if attention_like and "Conv" in ops:
+        ops.remove("Conv")  # ConvInteger would slow a MatMul model down (see DYNAMIC_OPS)
     if not ops:
         raise WorkbenchError(f"{src.name}: dynamic INT8 quantizes MatMul (Linear) and Conv layers and this model has "
                              "none; use method = 'static'")

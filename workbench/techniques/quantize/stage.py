@@ -173,4 +173,16 @@ def _onnx_size(path: Path) -> int:
     return onnx_file_size(Path(path))
 
 
-STAGE = Stage("quantize", lambda r: r.quantize is not None, run_quantize_stage)
+def _check_loaded(ctx: Any) -> None:
+    """Token models: the accuracy-aware fallback's per-layer search takes single-input models only."""
+    from workbench.errors import RecipeError
+
+    sec = ctx.recipe.quantize
+    if ctx.data.kind == "tokens" and sec.max_accuracy_drop > 0:
+        raise RecipeError(f"quantize.max_accuracy_drop = {sec.max_accuracy_drop:g} with token data: the per-layer "
+                          "sensitivity search takes single-input models; set it to 0 and keep layers float with "
+                          "quantize.exclude")
+
+
+STAGE = Stage("quantize", lambda r: r.quantize is not None, run_quantize_stage, token_inputs=True,
+              check_loaded=_check_loaded)
