@@ -280,7 +280,7 @@ def test_a_killed_search_resumes_on_two_workers_without_losing_or_repeating_a_tr
     assert before and killed, "the kill should land mid-trial, after a finished one"
 
     workers = [subprocess.Popen([sys.executable, "-m", "workbench", "accelerate-worker", name, "--storage", url,
-                                 "--trials", "5", "--json"], env=env, stdout=subprocess.PIPE,
+                                 "--trials", "4", "--json"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = []
     for w in workers:
@@ -299,7 +299,7 @@ def test_a_killed_search_resumes_on_two_workers_without_losing_or_repeating_a_tr
     assert ran[0] and ran[1], "both workers should have run trials"
     assert not ran[0] & ran[1]
     done = [t for t in after.values() if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) >= 5
+    assert len(done) >= 4
     keys = [tuple(sorted(t.params.items())) for t in done]
     assert len(keys) == len(set(keys)), "the same settings ran twice"
     run_ids = [t.user_attrs["run_id"] for t in done]

@@ -13,7 +13,7 @@ import pytest
 from workbench.core.store import RunStore
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "close_during_slow_step.py"
-IGNORES_CANCEL_S = 12  # well past the 3 s shutdown grace: the app must wait for it
+IGNORES_CANCEL_S = 8  # well past the 3 s shutdown grace: the app must wait for it
 
 SLOW_MODEL = f'''\
 """A user model whose constructor takes {IGNORES_CANCEL_S} s and never looks at a cancel token."""
