@@ -129,7 +129,9 @@ class AccelerateView(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # numbers and titles never cut
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         split.addWidget(self.table)
         self.chart = pg.PlotWidget(background="w")
         self.chart.setObjectName("acceleratePareto")
@@ -145,9 +147,10 @@ class AccelerateView(QWidget):
                                         name="chosen")
         # Labelled on the chart itself: a legend cannot draw an InfiniteLine's sample.
         self._budget_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(BEST_COLOUR, style=Qt.PenStyle.DashLine),
-                                            label="accuracy budget", labelOpts={"position": 0.92,
+                                            label="accuracy budget", labelOpts={"position": 0.06,
                                                                                 "color": BEST_COLOUR})
-        self.chart.addLegend(offset=(-10, 10))
+        # Top left, beside the budget line: the winner (top right, fastest and most accurate) stays visible.
+        self.chart.addLegend(offset=(70, 5))
         for item in (self._others, self._front, self._best):
             self.chart.addItem(item)
         self.chart.addItem(self._budget_line)
