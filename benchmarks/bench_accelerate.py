@@ -27,7 +27,7 @@ os.environ.setdefault("WORKBENCH_HOME", os.path.join(tempfile.gettempdir(), "wor
 from _common import markdown_table, print_header  # noqa: E402
 
 from workbench.analysis.accelerate import SearchSettings, run_search  # noqa: E402
-from workbench.cli.accelerate import points_delta  # noqa: E402
+from workbench.analysis.accelerate.search import points_delta  # noqa: E402
 from workbench.core.store import RunStore  # noqa: E402
 from workbench.recipe import Recipe  # noqa: E402
 from workbench.techniques import run_recipe  # noqa: E402

@@ -19,3 +19,24 @@ def tiny_recipe(name: str = "tiny", epochs: int = 1, samples_per_class: int = 30
     for key, value in bench.items():
         setattr(r.bench, key, value)
     return r
+
+
+#: A search-sized recipe: an MLP on tiny synthetic data, so an Accelerate trial takes seconds.
+ACCELERATE_MINI = """
+version = 1
+name = "mini"
+[model]
+source = "zoo"
+zoo = "mlp"
+[data]
+source = "synthetic"
+synthetic_shape = [1, 8, 8]
+synthetic_classes = 4
+synthetic_samples = 320
+[train]
+epochs = 1
+[batching]
+batch_size = 32
+[bench]
+batch_sizes = [1, 16]
+"""

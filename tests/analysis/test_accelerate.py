@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from tests.helpers import ACCELERATE_MINI
 from workbench.analysis.accelerate import SearchSettings, best_trial, card_text, pareto_rows, parse_duration
 from workbench.analysis.accelerate.search import duplicate_of
 from workbench.analysis.accelerate.space import (
@@ -30,24 +31,7 @@ from workbench.cli.main import main
 from workbench.errors import RecipeError, WorkbenchError
 from workbench.recipe import loads_recipe
 
-MINI = """
-version = 1
-name = "mini"
-[model]
-source = "zoo"
-zoo = "mlp"
-[data]
-source = "synthetic"
-synthetic_shape = [1, 8, 8]
-synthetic_classes = 4
-synthetic_samples = 320
-[train]
-epochs = 1
-[batching]
-batch_size = 32
-[bench]
-batch_sizes = [1, 16]
-"""
+MINI = ACCELERATE_MINI
 
 
 def write_mini(tmp_path: Path) -> Path:

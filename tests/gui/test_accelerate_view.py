@@ -9,27 +9,11 @@ import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import Qt
 
+from tests.helpers import ACCELERATE_MINI
 from workbench.gui import accelerate as accelerate_gui
 from workbench.gui.main_window import MainWindow
 
-MINI = """
-version = 1
-name = "mini"
-[model]
-source = "zoo"
-zoo = "mlp"
-[data]
-source = "synthetic"
-synthetic_shape = [1, 8, 8]
-synthetic_classes = 4
-synthetic_samples = 320
-[train]
-epochs = 1
-[batching]
-batch_size = 32
-[bench]
-batch_sizes = [1, 16]
-"""
+MINI = ACCELERATE_MINI
 
 
 def test_accelerate_button_to_before_after_card(qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

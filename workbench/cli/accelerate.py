@@ -110,6 +110,8 @@ def print_search(run_id: int, acc: dict[str, Any]) -> None:
     """The trials table, the Pareto front and the Before → After card (stdout)."""
     from rich.table import Table
 
+    from workbench.analysis.accelerate.search import points_delta
+
     console = plain_console()
     if not console.is_terminal:
         console.width = max(console.width, 140)  # a log file or pipe: keep each trial on one line
@@ -146,14 +148,6 @@ def print_search(run_id: int, acc: dict[str, Any]) -> None:
     elif bundle.get("error"):
         console.print(f"bundle not written: {bundle['error']}", style="yellow")
     console.print(f"search stopped: {acc.get('stopped', '')}; resume with the same command")
-
-
-def points_delta(drop: float | None) -> str:
-    """An accuracy drop shown as the change it is: '-0.83' lost, '+0.40' gained, '0.00' none."""
-    if drop is None:
-        return ""
-    change = -drop
-    return "0.00" if abs(change) < 0.005 else f"{change:+.2f}"
 
 
 def configure_worker(p: argparse.ArgumentParser) -> None:

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from workbench.analysis.accelerate.search import points_delta as _delta
 from workbench.core.store import RunStore
 from workbench.gui.jobs import Job, JobManager
 from workbench.recipe import Recipe
@@ -41,12 +42,6 @@ from workbench.recipe import Recipe
 BUDGETS = (("Quick (2 min)", 120.0), ("10 min", 600.0), ("30 min", 1800.0), ("1 h", 3600.0))
 COLUMNS = ("#", "Configuration", "State", "Speed-up (95 % CI)", "Δ acc val", "Δ acc eval", "Smaller", "Run")
 FRONT_COLOUR, BEST_COLOUR, OTHER_COLOUR = "#1f77b4", "#d62728", "#9e9e9e"
-
-
-def _delta(drop: float | None) -> str:
-    if drop is None:
-        return ""
-    return "0.00" if abs(drop) < 0.005 else f"{-drop:+.2f}"
 
 
 class AccelerateView(QWidget):

@@ -500,6 +500,14 @@ def pareto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda r: (r["drop_points"], -r["speedup"]))
 
 
+def points_delta(drop: float | None) -> str:
+    """An accuracy drop shown as the change it is: '-0.83' lost, '+0.40' gained, '0.00' none ('' unknown)."""
+    if drop is None:
+        return ""
+    change = -drop
+    return "0.00" if abs(change) < 0.005 else f"{change:+.2f}"
+
+
 def card_text(best: Mapping[str, Any], objective: Objective) -> str:
     """The Before → After headline: '5.5x faster (95 % CI 5.1–5.9x) at −0.4 points, 3.7x smaller: …'."""
     lo, hi = best["ci95"]
