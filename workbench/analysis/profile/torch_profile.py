@@ -21,6 +21,7 @@ from torch import nn
 
 from workbench.analysis.profile.model import OTHER, LayerProfile, Profile
 from workbench.core.models import summarize
+from workbench.core.models.summary import layer_modules
 from workbench.errors import WorkbenchError
 
 __all__ = ["OTHER", "profile_module"]
@@ -30,7 +31,6 @@ _FORWARD = "workbench.forward"
 
 
 #: Modules timed as one row although they have children: their forward does not call them as modules.
-_ATOMIC: tuple[type[nn.Module], ...] = (nn.MultiheadAttention,)
 
 
 @contextlib.contextmanager
@@ -49,21 +49,6 @@ def _native_stderr_silenced(enabled: bool) -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-
-
-def _leaves(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Leaf modules, plus atomic ones (MultiheadAttention) whose children are then skipped."""
-    rows: list[tuple[str, nn.Module]] = []
-    skip: list[str] = []
-    for name, m in module.named_modules():
-        if not name or any(name.startswith(s + ".") for s in skip):
-            continue
-        if isinstance(m, _ATOMIC):
-            rows.append((name, m))
-            skip.append(name)
-        elif not any(True for _ in m.children()):
-            rows.append((name, m))
-    return rows
 
 
 def _shape(out: Any) -> list[int] | str:
@@ -110,7 +95,7 @@ def profile_module(module: nn.Module, input_shape: tuple[int, ...], batch: int =
                              "hooks (profile the ONNX export instead)")
     summary = summarize(module, input_shape)
     per_sample = {row.name: row for row in summary.layers}
-    leaves = _leaves(module)
+    leaves = layer_modules(module)  # the layers the model summary lists, so both name them alike
     ref = next((p for p in module.parameters() if p.is_floating_point()), None)
     x = torch.zeros((batch, *input_shape), dtype=ref.dtype if ref is not None else torch.float32,
                     device=ref.device if ref is not None else "cpu")

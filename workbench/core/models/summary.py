@@ -66,7 +66,7 @@ def _shape_of(out: Any) -> tuple[int, ...] | str:
     return type(out).__name__
 
 
-def _layer_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
+def layer_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """Leaf modules plus atomic ones (MultiheadAttention), skipping the children of atomic ones."""
     rows: list[tuple[str, nn.Module]] = []
     skip: list[str] = []
@@ -130,7 +130,7 @@ def summarize(module: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
         dtype=ref.dtype if ref is not None else torch.float32,
         device=ref.device if ref is not None else "cpu",
     )
-    layers = _layer_modules(module)
+    layers = layer_modules(module)
     shapes: dict[str, tuple[int, ...] | str] = {}
     handles = []
     for name, m in layers:
