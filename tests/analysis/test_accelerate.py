@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -16,18 +17,24 @@ import pytest
 
 from tests.helpers import ACCELERATE_MINI
 from workbench.analysis.accelerate import SearchSettings, best_trial, card_text, pareto_rows, parse_duration
-from workbench.analysis.accelerate.search import duplicate_of
+from workbench.analysis.accelerate.search import Searcher, duplicate_of
 from workbench.analysis.accelerate.space import (
+    PRUNE_RATIOS,
     Capabilities,
     TrialPlan,
+    all_configurations,
     cheap_first,
     describe,
+    distance,
     is_reference,
+    nearest_untried,
+    params_key,
     suggest,
     trial_recipe,
 )
 from workbench.analysis.accelerate.study import default_storage_url, open_storage
 from workbench.cli.main import main
+from workbench.core.events import CancelToken, Reporter
 from workbench.errors import RecipeError, WorkbenchError
 from workbench.recipe import loads_recipe
 
@@ -62,6 +69,43 @@ def test_space_follows_the_model_and_the_machine() -> None:
     assert all(p.get("prune", 0.0) == 0.0 for p in first[:-1]) and first[-1]["prune"] > 0  # fine-tuning last
     assert not any(p["runtime"] == "compile" for p in first)
     assert not any(p.get("precision") == "bf16" for p in first)
+
+
+def test_the_whole_space_is_walked_once_without_the_reference() -> None:
+    cpu = Capabilities(native_bf16=True)
+    every = all_configurations(cpu, "latency")
+    keys = [params_key(p) for p in every]
+    assert len(keys) == len(set(keys))  # no configuration twice
+    # torch: eager/compile x fp32/bf16 x channels_last on/off; onnxruntime: fp32, dynamic x2, static x2 x3 calibrations.
+    assert len(every) == (2 * 2 * 2 + 1 + 2 + 6) * len(PRUNE_RATIOS) - 1  # less the reference itself
+    assert not any(is_reference(p, "latency", 1) for p in every)
+    for p in every:  # each is exactly what the sampler could be asked for
+        assert suggest(optuna.trial.FixedTrial(p), cpu, "latency") == p
+    onnx = all_configurations(Capabilities(torch_model=False, trainable=False), "throughput", 64)
+    assert len(onnx) == 8 * 5 and all("batch" in p and "prune" not in p for p in onnx)
+
+
+def test_a_repeated_suggestion_queues_its_nearest_untried_neighbour() -> None:
+    static = {"runtime": "onnxruntime", "quantize": "static", "per_channel": True, "calibration": "minmax",
+              "prune": 0.0}
+    cpu = Capabilities()
+    every = all_configurations(cpu, "latency")
+    near = nearest_untried(static, every, {params_key(static)}, random.Random(0))
+    assert near is not None and distance(static, near) == 1
+    caps = Capabilities(torch_model=False, trainable=False)  # 8 configurations
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    searcher = Searcher(study=study, base=loads_recipe(MINI), plan=TrialPlan("latency", "", 1), caps=caps,
+                        ref=None, settings=SearchSettings(), store=None, reporter=Reporter(),  # type: ignore[arg-type]
+                        cancel=CancelToken(), deadline=time.monotonic() + 600, search_run_id=None)
+    configs = all_configurations(caps, "latency")
+    for p in configs[:-1]:
+        study.enqueue_trial(p)  # queued settings count as tried
+    searcher._duplicate(configs[0], 0)
+    queued = [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False)]
+    assert queued[-1] == configs[-1] and len(queued) == len(configs)  # the one left untried was queued
+    assert searcher.should_stop(0.0) == ""
+    searcher._duplicate(configs[0], 1)  # nothing left: the search says so instead of asking again
+    assert searcher.should_stop(0.0) == "every configuration in the space has been tried"
 
 
 def test_describe_and_reference() -> None:

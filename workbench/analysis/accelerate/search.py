@@ -11,7 +11,8 @@ How a search goes:
    queued first. Each trial is ``techniques.run_recipe`` on ``space.trial_recipe``: a stored run with
    its own log, figures and paired speedup. Accuracy is judged on the validation split; eval is
    reported. A configuration that cannot apply is *pruned* with its reason; one already run (by this
-   or another worker) is pruned as a duplicate, so none runs twice.
+   or another worker) is pruned as a duplicate, so none runs twice, and its nearest untried neighbour is
+   queued instead (the sampler repeating itself means it expects the best trade-offs around there).
 3. **Result.** Over all finished trials: the Pareto front (speed vs drop), the fastest within the
    budget, its split by cause, and a deployment bundle written by re-running the winner from its own
    weights with ``[export]`` (parity checked). Everything lands in one run of kind ``accelerate``.
@@ -22,6 +23,7 @@ How a search goes:
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -36,9 +38,11 @@ from workbench.analysis.accelerate.space import (
     Capabilities,
     Objective,
     TrialPlan,
+    all_configurations,
     cheap_first,
     describe,
     is_reference,
+    nearest_untried,
     params_key,
     study_fingerprint,
     suggest,
@@ -63,7 +67,8 @@ QUICK_BUDGET_S = 120.0
 BUNDLE_RESERVE_S = 8.0
 #: The stage event a search sends whenever its stored trials table changed.
 TRIALS_STAGE = "accelerate:trials"
-#: Consecutive duplicate suggestions after which the space counts as exhausted.
+#: Consecutive duplicate suggestions after which the search stops (a safety net: each duplicate queues an untried
+#: neighbour, so this only trips when other workers keep taking those first).
 MAX_DUPLICATES_IN_A_ROW = 12
 
 
@@ -285,6 +290,7 @@ class Searcher:
         self.on_trial = on_trial
         self.durations: list[float] = []
         self.duplicates_in_a_row = 0
+        self.exhausted = False  # every configuration of the space has been tried
         self.ran: list[int] = []
         self.model_label = base.model.label
 
@@ -319,12 +325,12 @@ class Searcher:
         trial.set_user_attr("label", label)
         if is_reference(params, self.settings.objective, self.plan.reference_batch):
             trial.set_user_attr("reason", "this is the reference itself (torch eager fp32, nothing applied)")
-            self._duplicate()
+            self._duplicate(params, trial.number)
             raise optuna.TrialPruned("the reference itself")
         dup = duplicate_of(self.study, trial.number, params)
         if dup is not None:
             trial.set_user_attr("reason", f"same settings as trial {dup}")
-            self._duplicate()
+            self._duplicate(params, trial.number)
             raise optuna.TrialPruned(f"same settings as trial {dup}")
         self.duplicates_in_a_row = 0
         recipe = trial_recipe(self.base, params, self.plan)
@@ -366,8 +372,18 @@ class Searcher:
                      + ("" if within else f", over the {self.settings.max_drop:g}-point budget"))
         return figures["speedup"], figures["drop_points"]
 
-    def _duplicate(self) -> None:
+    def _duplicate(self, params: Mapping[str, Any], number: int) -> None:
+        """The sampler proposed settings already run: queue their nearest untried neighbour instead."""
         self.duplicates_in_a_row += 1
+        candidates = all_configurations(self.caps, self.settings.objective, self.plan.reference_batch)
+        nearest = nearest_untried(params, candidates, tried_keys(self.study),
+                                  random.Random(self.settings.seed * 100_003 + number))
+        if nearest is None:
+            self.exhausted = True
+            return
+        self.study.enqueue_trial(nearest, skip_if_exists=True)
+        self.rep.log(f"accelerate: trial {number} repeated settings already run; next: {describe(nearest)}, "
+                     "an untried neighbour of them")
 
     def _link(self, run_id: int, number: int) -> None:
         """The trial's run names its search (the runs table and report find trials by it)."""
@@ -392,7 +408,7 @@ class Searcher:
         reserve_s = max(reserve_s, statistics.median(self.durations)) if self.durations else reserve_s
         if time.monotonic() + typical + reserve_s > self.deadline:
             return "time budget reached"
-        if self.duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+        if self.exhausted or self.duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
             return "every configuration in the space has been tried"
         return ""
 
@@ -411,6 +427,11 @@ class Searcher:
             if self.on_trial is not None:
                 self.on_trial()
         return reason
+
+
+def tried_keys(study: Any) -> set[Any]:
+    """The settings of every trial that ran, runs, is queued or could not apply (failed ones included)."""
+    return {params_key(t.system_attrs.get("fixed_params") or t.params) for t in study.get_trials(deepcopy=False)}
 
 
 def duplicate_of(study: Any, number: int, params: Mapping[str, Any]) -> int | None:
