@@ -125,6 +125,7 @@ def test_trial_recipe_sets_what_the_trial_chose() -> None:
                             "calibration": "percentile", "prune": 0.4}, plan)
     assert (r.quantize.method, r.quantize.per_channel, r.quantize.calibration) == ("static", False, "percentile")
     assert r.prune.ratio == 0.4 and r.prune.finetune_epochs == 1 and r.prune.method == "structured"
+    assert r.prune.round_to == 8  # channel counts INT8 and vector kernels run fast
     assert r.model.weights == "/w/base.safetensors" and r.train.epochs == 0 and r.export is None
     assert r.bench.batch_sizes == [1] and r.bench.paired
     fp32_ort = trial_recipe(base, {"runtime": "onnxruntime", "quantize": "none", "prune": 0.0}, plan)

@@ -42,6 +42,24 @@ def test_benchmark_only_skips_training() -> None:
     assert outcome.summary["final"]["train_samples_per_s"] is None
 
 
+def test_a_run_records_the_techniques_that_ran(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from workbench.techniques.prune.config import PruneSection
+
+    r = tiny_recipe()
+    r.prune = PruneSection(method="structured", ratio=0.3, finetune_epochs=0)
+    assert r.techniques == ["cache", "prune-structured-0.3"]
+    store = RunStore()
+    timed = run_recipe(r, store=store, benchmark_only=True)
+    run = store.get_run(timed.run_id)
+    assert run is not None and run.summary["techniques"] == r.techniques
+    assert run.techniques == []  # only timed: no training (no cache), no pruning
+    full = run_recipe(r, store=store)
+    assert full.status == "completed" and store.get_run(full.run_id).techniques == r.techniques  # type: ignore[union-attr]
+    r.data.source, r.data.path = "image_folder", str(tmp_path / "missing")
+    failed = run_recipe(r, store=store)
+    assert failed.status == "failed" and store.get_run(failed.run_id).techniques == []  # type: ignore[union-attr]
+
+
 def test_cancel_marks_run_cancelled() -> None:
     cancel = CancelToken()
 

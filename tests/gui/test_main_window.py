@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -233,4 +234,28 @@ def test_throughput_axis_is_linear_until_the_values_span_more_than_30x(qtbot) ->
     assert not dash.throughput.plot_item.ctrl.logYCheck.isChecked()
     dash._telemetry(1.0, {"cpu_percent": 60.0, "proc_cpu_percent": 100.0 * dash._cores})
     assert list(dash.cpu.series["proc_cpu"].buffer.arrays()[1]) == [100.0]  # all cores busy = 100 %
+    dash.stop()
+
+
+def test_inference_points_are_named_by_runtime_and_batch(qtbot) -> None:
+    from workbench.gui.jobs import MetricEvent
+    from workbench.gui.plots import Dashboard
+
+    dash = Dashboard(gpu_present=False)
+    qtbot.addWidget(dash)
+    dash.start()
+    dash.add_metrics([MetricEvent("train", 1, {"samples_per_s": 400.0}, 100.0),
+                      MetricEvent("measure:baseline@torch fp32", 1, {"throughput": 300.0, "batch_size": 1.0}, 101.0),
+                      MetricEvent("measure:final@onnxruntime", 64, {"throughput": 900.0, "batch_size": 64.0}, 102.0)])
+    dash.redraw()
+    assert dash.inference_labels() == ["torch fp32 · b1", "onnxruntime · b64"]
+    item = dash._inference_labels[1][2]
+    assert item.pos().y() == 900.0
+    dash.add_metrics([MetricEvent("measure:final@onnxruntime", 256, {"throughput": 40_000.0, "batch_size": 256.0},
+                                  103.0)])
+    dash.redraw()  # the values now span > 30x: log axis, and the labels move to log10 of their values
+    assert dash.throughput.plot_item.ctrl.logYCheck.isChecked()
+    assert abs(item.pos().y() - math.log10(900.0)) < 1e-9
+    dash.start()
+    assert dash.inference_labels() == []
     dash.stop()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QComboBox, QLineEdit, QTableView, QToolButton, QWidget
 
 from workbench.core.store import RunStore
@@ -349,3 +349,106 @@ def test_runs_compared_across_runs_are_unpaired_and_batch_mismatch_is_not_compar
     banner = view.proof_banner_values()
     assert banner["kind"] == "unpaired" and banner["warn"]
     assert "measured in separate runs at different times" in banner["text"]
+
+
+# ------------------------------------------------------------------------------------------- pinned baseline
+
+
+def test_a_pinned_baseline_stays_on_top_and_joins_every_comparison(view: RunsView, runs: dict[str, int],
+                                                                    qtbot: Any) -> None:
+    view.select_runs([runs["int8"]])
+    assert view.pin_action.isEnabled()
+    with qtbot.waitSignal(view.pinnedBaselineChanged) as blocker:
+        view.pin_selected()
+    assert blocker.args == [runs["int8"]] and not view.pin_action.isEnabled() and view.unpin_action.isEnabled()
+    for column, order in ((0, Qt.SortOrder.AscendingOrder), (0, Qt.SortOrder.DescendingOrder),
+                          (COL_THROUGHPUT, Qt.SortOrder.AscendingOrder), (1, Qt.SortOrder.DescendingOrder)):
+        view.table.sortByColumn(column, order)
+        assert shown_ids(view)[0] == runs["int8"]  # whichever way the table is sorted
+    rest = shown_ids(view)[1:]
+    assert rest == sorted(rest, key=lambda i: view.model.run_at(view.model.row_of(i)).name.casefold(), reverse=True)
+    top = view.proxy.index(0, 1)
+    assert top.data().startswith("⚑ ") and top.data(Qt.ItemDataRole.FontRole).bold()
+    assert "pinned baseline" in top.data(Qt.ItemDataRole.ToolTipRole)
+    # Two other runs selected: the pinned one is compared too, and it is the baseline (over the plain fp32 run).
+    view.select_runs([runs["fp32"], runs["bf16"]])
+    assert view.compare_values()["run_ids"][0] == runs["int8"] and view.baseline_id() == runs["int8"]
+    assert view.report_run_ids()[0] == runs["int8"]
+    # One run without a baseline of its own is compared with the pinned one instead of showing a hint.
+    view.select_runs([runs["fp32"]])
+    assert view.compare_values()["run_ids"] == [runs["int8"], runs["fp32"]]
+    view.unpin_action.trigger()
+    assert view.pinned_baseline() is None and view.compare_values()["mode"] == "none"
+
+
+def test_the_pinned_baseline_is_kept_across_sessions_and_dropped_when_deleted(qtbot: Any, tmp_path: Path) -> None:
+    from workbench.gui.main_window import MainWindow
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    first = store.create_run("plain", "[model]\n", "small_cnn", [])
+    store.finish_run(first, "completed", {"final": FP32})
+    other = store.create_run("int8", "[model]\n", "small_cnn", ["int8-static"])
+    store.finish_run(other, "completed", {"final": INT8})
+    window = MainWindow(store=store)
+    qtbot.addWidget(window)
+    window.runs_view.select_runs([first])
+    window.runs_view.pin_selected()
+    window.close()
+    again = MainWindow(store=store)
+    qtbot.addWidget(again)
+    assert again.runs_view.pinned_baseline() == first
+    again.runs_view.select_runs([first])
+    again.runs_view.confirm = lambda *_a: True  # type: ignore[method-assign]
+    assert again.runs_view.delete_selected() == [first]
+    assert again.runs_view.pinned_baseline() is None
+    assert str(again.settings.value("runs/pinnedBaseline", "")) == ""
+    again.close()
+    store.close()
+
+
+def test_sort_arrows_point_the_way_the_rows_go(view: RunsView) -> None:
+    """▲ when the smallest value is on top, ▼ when the largest is (Fusion alone draws them the other way)."""
+    from workbench.gui.app import create_app
+
+    create_app()  # the app's style
+    header = view.table.horizontalHeader()
+
+    def arrow_widest_row_at_bottom() -> bool:
+        view.table.repaint()
+        image = header.grab().toImage()
+        x0 = header.sectionViewportPosition(0)
+        rows = []
+        for y in range(image.height()):
+            dark = [x for x in range(x0, x0 + header.sectionSize(0)) if QColor(image.pixel(x, y)).lightness() < 110]
+            rows.append(len(dark))
+        filled = [i for i, n in enumerate(rows) if n]
+        assert filled, "no sort arrow drawn"
+        widest = max(rows)
+        return rows.index(widest) > (filled[0] + filled[-1]) / 2
+
+    view.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+    assert arrow_widest_row_at_bottom()  # ▲
+    view.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+    assert not arrow_widest_row_at_bottom()  # ▼
+
+
+def test_techniques_show_what_ran(view: RunsView, store: RunStore) -> None:
+    asked = ["bf16", "prune-structured-0.3", "int8"]
+    failed = store.create_run("stopped early", "[model]\n", "small_cnn", asked)
+    store.finish_run(failed, "failed", {"techniques": asked, "techniques_ran": ["bf16"]}, error="model file gone",
+                     techniques=["bf16"])
+    nothing = store.create_run("failed at load", "[model]\n", "small_cnn", asked)
+    store.finish_run(nothing, "failed", {"techniques": asked, "techniques_ran": []}, error="no such file",
+                     techniques=[])
+    done = store.create_run("quantized", "[model]\n", "small_cnn", ["int8"])
+    store.finish_run(done, "completed", {"techniques": ["int8"], "techniques_ran": ["int8-static"]},
+                     techniques=["int8-static"])
+    view.refresh()
+    col = 3
+    cell = view.proxy.index(row_of(view, failed), col)
+    assert cell.data() == "bf16"
+    assert cell.data(Qt.ItemDataRole.ToolTipRole) == ("The recipe also asked for prune-structured-0.3, int8, which did "
+                                                      "not run (the run failed first).")
+    assert view.proxy.index(row_of(view, nothing), col).data() == "none ran"
+    quantized = view.proxy.index(row_of(view, done), col)
+    assert quantized.data() == "int8-static" and quantized.data(Qt.ItemDataRole.ToolTipRole) is None

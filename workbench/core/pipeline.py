@@ -185,6 +185,12 @@ def run_recipe(
     cancel = cancel or CancelToken()
     outer = reporter or Reporter()
     check_device_support(recipe, torch.cuda.is_available())  # before anything is recorded
+    if recipe.precision.compile or "compile" in recipe.bench.runtimes:
+        # A fresh compile cache per run: runs in one process (a search's trials) otherwise pile up guards
+        # on the same forward until dynamo's recompile limit, after which it silently runs eager.
+        from torch import _dynamo
+
+        _dynamo.reset()
     name = run_display_name(recipe, benchmark_only)
     if run_id is None:
         run_id = store.create_run(name, dumps_recipe(recipe), recipe_model_label(recipe), recipe.techniques)
@@ -193,7 +199,7 @@ def run_recipe(
     if callable(run_started):
         run_started(run_id, name)
     summary: dict[str, Any] = {"run_id": run_id, "name": name, "techniques": recipe.techniques,
-                               "environment": environment()}
+                               "techniques_ran": [], "environment": environment()}
     sampler = None
     threads_before = torch.get_num_threads()  # process-wide: restored below so later jobs do not inherit it
     try:
@@ -210,7 +216,7 @@ def run_recipe(
             summary["environment"]["device"] = device_description()
             _run_stages(ctx, benchmark_only, stages, reference)
         summary["status"] = "completed"
-        store.finish_run(run_id, "completed", summary)
+        store.finish_run(run_id, "completed", summary, techniques=summary["techniques_ran"])
         return RunOutcome(run_id, "completed", summary)
     except (KeyboardInterrupt, SystemExit) as exc:
         return record_process_exit(store, run_id, summary, rep, exc)
@@ -252,7 +258,7 @@ def record_unfinished_run(store: RunStore, run_id: int, summary: dict[str, Any],
         status, level = "failed", "error"
         message = f"internal error: {type(exc).__name__}: {exc} (full traceback in {traceback_path})"
     summary["status"] = status
-    store.finish_run(run_id, status, summary, message)
+    store.finish_run(run_id, status, summary, message, techniques=summary.get("techniques_ran"))
     rep.log(message, level)
     return RunOutcome(run_id, status, summary, message, None if status == "cancelled" else exc, traceback_path)
 
@@ -282,7 +288,13 @@ def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stag
                 f"{recipe.batching.memory_budget_gb:g}, 0 = half the free memory); raise the budget, or make the "
                 "model (model.width) or the inputs (data.image_size) smaller")
     owned = any(s.owns_training for s in stages)
-    if recipe.train.epochs > 0 and not benchmark_only and not owned:
+    trains = recipe.train.epochs > 0 and not benchmark_only
+    # What is in effect from here on (the table shows what ran, not what the recipe asked for).
+    labels = dict(recipe.section_techniques())
+    ran: list[str] = ctx.summary.setdefault("techniques_ran", [])
+    ran += recipe.runtime_techniques(trained=trains)
+    ran += [labels[s.name] for s in applying if s.run is None and trains and not owned and s.name in labels]
+    if trains and not owned:
         train_with_hooks(ctx, applying)
     train_sps = ctx.train_result.train_samples_per_s if ctx.train_result else None
     if ctx.baseline is None and not owned:
@@ -299,6 +311,7 @@ def _run_stages(ctx: RunContext, benchmark_only: bool, all_stages: Sequence[Stag
         assert stage.run is not None
         record = stage.run(ctx)
         record.setdefault("name", stage.name)
+        ran.append(record.pop("technique_label", None) or labels.get(stage.name, stage.name))
         ctx.stages.append(record)
         ctx.summary["stages"] = ctx.stages
         ctx.store.update_summary(ctx.run_id, ctx.summary)

@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,17 +240,20 @@ class RunStore:
         self._write("UPDATE runs SET summary=? WHERE id=?", (json.dumps(summary, default=_json_default), run_id))
 
     def finish_run(
-        self, run_id: int, status: str, summary: Mapping[str, Any] | None = None, error: str = ""
+        self, run_id: int, status: str, summary: Mapping[str, Any] | None = None, error: str = "",
+        techniques: Sequence[str] | None = None,
     ) -> None:
+        """Record how a run ended; ``techniques`` replaces the ones it was created with by those that ran."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        if summary is None:
-            self._write("UPDATE runs SET status=?, ended_at=?, error=? WHERE id=?", (status, time.time(), error, run_id))
-        else:
-            self._write(
-                "UPDATE runs SET status=?, ended_at=?, error=?, summary=? WHERE id=?",
-                (status, time.time(), error, json.dumps(summary, default=_json_default), run_id),
-            )
+        sets, values = ["status=?", "ended_at=?", "error=?"], [status, time.time(), error]
+        if summary is not None:
+            sets.append("summary=?")
+            values.append(json.dumps(summary, default=_json_default))
+        if techniques is not None:
+            sets.append("techniques=?")
+            values.append(json.dumps(list(techniques)))
+        self._write(f"UPDATE runs SET {', '.join(sets)} WHERE id=?", (*values, run_id))
 
     def rename_run(self, run_id: int, name: str) -> None:
         self._write("UPDATE runs SET name=? WHERE id=?", (name, run_id))

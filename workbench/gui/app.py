@@ -25,6 +25,7 @@ from PySide6.QtCore import QCoreApplication, QEventLoop, Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from workbench.core.paths import workbench_home
+from workbench.gui.widgets import SortArrowStyle
 
 _CRASH_FILE: IO[str] | None = None  # kept open: faulthandler writes into it when the process dies
 
@@ -68,7 +69,8 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app.setOrganizationName("AccelerationWorkbench")
     app.setApplicationName("Workbench")
     app.setApplicationDisplayName("Acceleration Workbench")
-    app.setStyle("Fusion")
+    if not isinstance(app.style(), SortArrowStyle):
+        app.setStyle(SortArrowStyle())  # Fusion, with sort arrows that match the order
     import pyqtgraph as pg
 
     pg.setConfigOptions(antialias=True, foreground="#333")

@@ -11,6 +11,7 @@ dialogs are non-blocking (``show_error_dialog``) and also recorded in ``error_me
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import html
 import re
@@ -255,6 +256,14 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.dashboard, "Dashboard")
         self.runs_view = RunsView(self.store, self)
         self.runs_view.openRecipeRequested.connect(self.load_recipe_text)
+        self.runs_view.pinnedBaselineChanged.connect(
+            lambda run_id: self.settings.setValue("runs/pinnedBaseline", "" if run_id is None else run_id))
+        pinned = str(self.settings.value("runs/pinnedBaseline", "") or "")
+        if pinned:
+            with contextlib.suppress(ValueError):
+                self.runs_view.set_pinned_baseline(int(pinned))
+            if self.runs_view.pinned_baseline() is None:  # deleted since (e.g. from the CLI)
+                self.settings.setValue("runs/pinnedBaseline", "")
         self.tabs.addTab(self.runs_view, "Runs")
         # Opening the Runs tab shows what the store holds now, a run still running included.
         self.tabs.currentChanged.connect(lambda _i: self._refresh_runs() if self.tabs.currentWidget() is

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -291,6 +292,8 @@ def has_nvidia_gpu() -> bool:
 
 #: Throughput values spanning more than this ratio get a log axis.
 LOG_SPAN = 30.0
+#: Inference points named on the throughput plot at most (older labels are removed first).
+MAX_POINT_LABELS = 24
 
 
 class Dashboard(QWidget):
@@ -311,6 +314,7 @@ class Dashboard(QWidget):
         # Linear with plain ticks; log only when the values span more than LOG_SPAN (training and batched
         # inference can differ 10-100x), see ``_throughput_scale``.
         self._throughput_log = False
+        self._inference_labels: list[tuple[float, float, pg.TextItem]] = []
         self.throughput.add_series("train", "training", "#1f77b4")
         self.throughput.add_series("inference", "inference (benchmark)", "#d62728", symbol="o")
         self.loss = LivePlot("lossPlot", "Training loss", "loss", time_axis=True)
@@ -352,6 +356,9 @@ class Dashboard(QWidget):
         """A job began: clear old curves, restart the clock, start redrawing."""
         for p in self.plots.values():
             p.clear()
+        for _x, _y, item in self._inference_labels:
+            self.throughput.plot_item.removeItem(item)
+        self._inference_labels.clear()
         self.t0 = None
         for p in self.plots.values():  # axes start from this run's values, not the last run's range
             p.plot_item.enableAutoRange(axis="y", enable=p is self.throughput or p is self.loss)
@@ -377,6 +384,8 @@ class Dashboard(QWidget):
         if want_log != self._throughput_log:
             self._throughput_log = want_log
             self.throughput.plot_item.setLogMode(y=want_log)
+            for x, y, item in self._inference_labels:
+                self._place_label(x, y, item)
             for s in self.throughput.series.values():
                 s.dirty = True
             self.throughput.title_label.setText("<b>Throughput</b>" + (" (log scale: the values span more "
@@ -393,6 +402,9 @@ class Dashboard(QWidget):
             elif ev.stage.startswith("measure:") or ev.stage == "bench":
                 if v.get("throughput", 0) > 0:  # log axis: only positive values
                     self.throughput.append("inference", x, v["throughput"])
+                    runtime = ev.stage.partition("@")[2]
+                    batch = int(v.get("batch_size") or ev.step)
+                    self._label_inference(x, v["throughput"], f"{runtime} · b{batch}" if runtime else f"b{batch}")
             else:  # training stages (train, finetune, distill, ...)
                 if v.get("samples_per_s", 0) > 0:
                     self.throughput.append("train", x, v["samples_per_s"])
@@ -402,6 +414,22 @@ class Dashboard(QWidget):
                     self.loss.append("val_loss", x, v["val_loss"])
                 if "val_accuracy" in v:
                     self.accuracy.append("val_accuracy", x, 100.0 * v["val_accuracy"])
+
+    def _label_inference(self, x: float, y: float, text: str) -> None:
+        """Name an inference point by its runtime and batch size (a few per run; the oldest go past a limit)."""
+        item = pg.TextItem(text, color=(150, 30, 30), anchor=(0, 1.1))
+        item.setFont(self.font())
+        self.throughput.plot_item.addItem(item, ignoreBounds=True)
+        self._inference_labels.append((x, y, item))
+        self._place_label(x, y, item)
+        while len(self._inference_labels) > MAX_POINT_LABELS:
+            self.throughput.plot_item.removeItem(self._inference_labels.pop(0)[2])
+
+    def _place_label(self, x: float, y: float, item: pg.TextItem) -> None:
+        item.setPos(x, math.log10(y) if self._throughput_log else y)  # a log axis plots log10 of the values
+
+    def inference_labels(self) -> list[str]:
+        return [item.toPlainText() for _x, _y, item in self._inference_labels]
 
     def _telemetry(self, x: float, v: dict[str, float]) -> None:
         if "cpu_percent" in v:

@@ -3,11 +3,47 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontMetrics, QImage, QPixmap
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProxyStyle,
+    QScrollArea,
+    QStyle,
+    QStyleFactory,
+    QStyleOption,
+    QStyleOptionHeader,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+class SortArrowStyle(QProxyStyle):
+    """Fusion with header sort arrows that point the way the rows go: ▲ smallest first, ▼ largest first.
+
+    Qt hands the style ``SortDown`` for an ascending sort and Fusion draws it as ▼, the opposite of the
+    convention of file managers and spreadsheets; users read it as the table sorting against its arrow.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(QStyleFactory.create("Fusion"))
+
+    def drawPrimitive(self, element: QStyle.PrimitiveElement, option: QStyleOption, painter: Any,  # noqa: N802
+                      widget: QWidget | None = None) -> None:
+        if element == QStyle.PrimitiveElement.PE_IndicatorHeaderArrow and isinstance(option, QStyleOptionHeader):
+            flipped = QStyleOptionHeader(option)
+            up, down = QStyleOptionHeader.SortIndicator.SortUp, QStyleOptionHeader.SortIndicator.SortDown
+            if option.sortIndicator == down:
+                flipped.sortIndicator = up
+            elif option.sortIndicator == up:
+                flipped.sortIndicator = down
+            option = flipped
+        super().drawPrimitive(element, option, painter, widget)
 
 
 @functools.cache

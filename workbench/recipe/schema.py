@@ -67,6 +67,10 @@ class RecipeBase(BaseModel):
     @property
     def techniques(self) -> list[str]:
         """Short labels of what this recipe changes versus a plain fp32 run (for tables and charts)."""
+        return [*self.runtime_techniques(trained=True), *(label for _, label in self.section_techniques())]
+
+    def runtime_techniques(self, trained: bool) -> list[str]:
+        """Labels of the core settings: how the model runs (always), and how it trains when ``trained``."""
         out: list[str] = []
         if self.precision.autocast != "none":
             out.append(self.precision.autocast)
@@ -74,16 +78,23 @@ class RecipeBase(BaseModel):
             out.append("channels_last")
         if self.precision.compile:
             out.append("compile")
+        if not trained:
+            return out
         if self.batching.grad_accum_steps > 1:
             out.append(f"accum{self.batching.grad_accum_steps}")
         if self.loader.num_workers:
             out.append(f"workers{self.loader.num_workers}")
         if self.data.cache and self.data.source in CACHED_SOURCES:
             out.append("cache")
+        return out
+
+    def section_techniques(self) -> list[tuple[str, str]]:
+        """(section name, label) of each technique that is on, in chain order (its stage has that name)."""
+        out: list[tuple[str, str]] = []
         for config in technique_configs():
             section = getattr(self, config.SECTION, None)
             if section is not None:
-                out.append(config.label(section))
+                out.append((config.SECTION, config.label(section)))
         return out
 
 

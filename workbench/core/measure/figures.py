@@ -171,8 +171,9 @@ def measure_model(ctx: RunContext, label: str, *, module: nn.Module | None = Non
         out.update(latency_ms_p50=first.p50_ms, latency_ms_p95=first.p95_ms, latency_batch=first.batch_size,
                    throughput=best.throughput, throughput_batch=best.batch_size,
                    bench=[st.to_dict() for st in stats])
-        for st in stats:
-            rep.metrics(stage, st.batch_size, {"latency_ms_p50": st.p50_ms, "throughput": st.throughput})
+        for st in stats:  # "measure:final@onnxruntime": live views label the point with runtime and batch
+            rep.metrics(f"{stage}@{out['runtime']}", st.batch_size, {"latency_ms_p50": st.p50_ms,
+                        "throughput": st.throughput, "batch_size": float(st.batch_size)})
     else:
         out.update(latency_ms_p50=None, latency_ms_p95=None, throughput=None)
     rep.log(f"{label}: accuracy {out['accuracy']:.4f}" + (

@@ -88,11 +88,13 @@ def proof_banner(mode: str, runs: Sequence[RunRecord]) -> dict[str, Any]:
     return {"kind": "none", "reliable": None, "warn": False, "steps": [], "text": ""}
 
 
-def default_baseline(runs: Sequence[RunRecord]) -> RunRecord:
-    """A plain fp32 run (no techniques) when one is selected, else the oldest; oldest first on ties."""
+def default_baseline(runs: Sequence[RunRecord], pinned: int | None = None) -> RunRecord:
+    """The pinned baseline when it is among ``runs``; else a completed plain fp32 run (no techniques ran),
+    else the oldest; oldest first on ties."""
     oldest_first = sorted(runs, key=lambda r: (r.created_at, r.id))
-    plain = [r for r in oldest_first if not r.techniques]
-    return (plain or oldest_first)[0]
+    chosen = [r for r in oldest_first if r.id == pinned]
+    plain = [r for r in oldest_first if not r.techniques and r.status == "completed"]
+    return (chosen or plain or oldest_first)[0]
 
 
 def short_label(run: RunRecord) -> str:

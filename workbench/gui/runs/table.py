@@ -15,7 +15,7 @@ from PySide6.QtCore import (
     QSortFilterProxyModel,
     Qt,
 )
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
     QWidget,
 )
@@ -70,8 +70,8 @@ COLUMNS: tuple[Column, ...] = (
            lambda r: r.id, str, numeric=True),
     Column("Name", "Run name from the recipe.", lambda r: r.name),
     Column("Model", "Model that was trained or measured.", lambda r: r.model),
-    Column("Techniques", "Optimizations applied, in order. A dash means a plain fp32 run.",
-           lambda r: ", ".join(r.techniques), lambda v: v or "—"),
+    Column("Techniques", "Optimizations that ran, in order (while a run is running: the ones it will apply). A dash "
+           "means a plain fp32 run.", lambda r: ", ".join(r.techniques), lambda v: v or "—"),
     Column("Status", "completed, failed (hover for the error), cancelled, interrupted or running.",
            lambda r: r.status),
     Column("Accuracy (%)", "Eval-split accuracy of the final model.",
@@ -94,8 +94,22 @@ COL_THROUGHPUT = 8
 
 COL_DATE = len(COLUMNS) - 1
 
+#: Statuses of runs that stopped before their end: what they asked for may not have run.
+UNFINISHED = ("failed", "cancelled", "interrupted")
+
+
+def techniques_not_run(run: RunRecord) -> list[str]:
+    """What the recipe asked for that the finished run did not do (a failure, or a benchmark-only run)."""
+    asked = (run.summary or {}).get("techniques")
+    if run.status == "running" or not isinstance(asked, list) or "techniques_ran" not in (run.summary or {}):
+        return []
+    # A run may name what it did more exactly than the recipe asked ("int8" ran as "int8-static").
+    return [str(t) for t in asked if not any(r == t or r.startswith(f"{t}-") for r in run.techniques)]
+
 
 RUN_ID_ROLE = Qt.ItemDataRole.UserRole + 1
+#: Shown before the pinned baseline's name (the row also stays on top and in bold).
+PIN_MARK = "⚑ "
 
 
 class RunsTableModel(QAbstractTableModel):
@@ -104,6 +118,12 @@ class RunsTableModel(QAbstractTableModel):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._runs: list[RunRecord] = []
+        self.pinned: int | None = None  # the pinned baseline's run ID
+
+    def set_pinned(self, run_id: int | None) -> None:
+        self.pinned = run_id
+        if self._runs:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._runs) - 1, len(COLUMNS) - 1))
 
     def set_runs(self, runs: Sequence[RunRecord]) -> None:
         self.beginResetModel()
@@ -136,12 +156,25 @@ class RunsTableModel(QAbstractTableModel):
             return None
         run, col = self._runs[index.row()], COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
+            if index.column() == COL_TECHNIQUES and not run.techniques and run.status in UNFINISHED:
+                return "none ran"
+            if index.column() == COL_NAME and run.id == self.pinned:
+                return PIN_MARK + col.fmt(col.value(run))
             return col.fmt(col.value(run))
+        if role == Qt.ItemDataRole.FontRole and run.id == self.pinned:
+            font = QFont()
+            font.setBold(True)
+            return font
         if role == Qt.ItemDataRole.TextAlignmentRole and col.numeric:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == COL_STATUS:
             return STATUS_COLOURS.get(run.status)
         if role == Qt.ItemDataRole.ToolTipRole:
+            if index.column() == COL_NAME and run.id == self.pinned:
+                return "The pinned baseline: kept on top, and every comparison measures against it (right-click to unpin)."
+            if index.column() == COL_TECHNIQUES and (skipped := techniques_not_run(run)):
+                return (f"The recipe also asked for {', '.join(skipped)}, which did not run"
+                        + (f" (the run {run.status} first)." if run.status in UNFINISHED else "."))
             if run.error:
                 return f"{run.status}: {run.error}"
             if index.column() == COL_TECHNIQUES and not run.techniques:
@@ -189,12 +222,16 @@ class RunsFilterProxy(QSortFilterProxyModel):
 
     def lessThan(self, left: ModelIndex, right: ModelIndex) -> bool:
         src = self._source()
+        descending = self.sortOrder() == Qt.SortOrder.DescendingOrder
+        pinned = src.pinned
+        if pinned is not None and pinned in (src.run_at(left.row()).id, src.run_at(right.row()).id):
+            # The pinned baseline stays on top whichever way the table is sorted (Qt flips for descending).
+            return descending != (src.run_at(left.row()).id == pinned)
         a, b = src.raw(left.row(), left.column()), src.raw(right.row(), right.column())
         if a is None or b is None:
             if a is None and b is None:
                 return src.run_at(left.row()).id < src.run_at(right.row()).id
             # Qt reverses the comparison for descending order; flip it so blanks stay at the bottom.
-            descending = self.sortOrder() == Qt.SortOrder.DescendingOrder
             return descending if a is None else not descending
         if isinstance(a, str) and isinstance(b, str):
             return a.casefold() < b.casefold()

@@ -99,6 +99,7 @@ class RunsView(QWidget):
     openAccelerateRequested = Signal(int)  # a stored Accelerate search to show in the Accelerate view
     runsDeleted = Signal(list)
     reportWritten = Signal(str)  # path of the HTML report just written
+    pinnedBaselineChanged = Signal(object)  # run ID of the pinned baseline, or None (the window keeps it)
 
     def __init__(self, store: RunStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -150,6 +151,11 @@ class RunsView(QWidget):
         self.open_sweep_action = self._action(
             "Open sweep", "Show the selected sweep run's charts in the Sweep tab (or double-click a sweep row).",
             self.open_sweep)
+        self.pin_action = self._action(
+            "Pin as baseline", "Keep this run on top of the table and measure every comparison against it, "
+            "even when it is not selected (kept across sessions).", self.pin_selected)
+        self.unpin_action = self._action("Unpin baseline", "Stop measuring comparisons against the pinned run.",
+                                         lambda: self.set_pinned_baseline(None))
         self.report_action = self._action(
             "Report…", "Write one self-contained HTML report (plus CSV and JSON of every number) for the "
             "selected runs; the baseline run comes first.", self.report_selected)
@@ -217,7 +223,7 @@ class RunsView(QWidget):
         self.context_menu = QMenu(self)
         self.context_menu.setToolTipsVisible(True)
         for action in (self.open_recipe_action, self.open_sweep_action, self.delete_action, None,
-                       self.report_action, self.export_csv_action,
+                       self.pin_action, self.unpin_action, None, self.report_action, self.export_csv_action,
                        self.save_png_action, self.save_chart_csv_action, None, self.refresh_action):
             if action is None:
                 self.context_menu.addSeparator()
@@ -228,8 +234,11 @@ class RunsView(QWidget):
         splitter.setChildrenCollapsible(False)
         splitter.addWidget(self.table)
         splitter.addWidget(self._build_compare(content))
-        splitter.setStretchFactor(0, 2)
-        splitter.setStretchFactor(1, 3)
+        # The table gets room for about ten rows before the charts take the rest.
+        header_h = self.table.horizontalHeader().sizeHint().height()
+        self.table.setMinimumHeight(header_h + 10 * self.table.verticalHeader().defaultSectionSize() + 4)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
         layout.addWidget(splitter, 1)
         self.stack.addWidget(content)
 
@@ -377,6 +386,10 @@ class RunsView(QWidget):
         one = len(runs) == 1
         self.open_recipe_action.setEnabled(one and bool(runs[0].recipe))
         self.open_sweep_action.setEnabled(one and runs[0].kind == "sweep")
+        pinned = self.model.pinned
+        self.pin_action.setEnabled(one and runs[0].status == "completed" and bool(runs[0].final)
+                                   and runs[0].id != pinned)
+        self.unpin_action.setEnabled(pinned is not None)
         self.report_action.setEnabled(bool(runs) and not running and self._report_job_id is None)
         self.delete_action.setEnabled(bool(runs) and not running)
         self.delete_action.setToolTip(
@@ -385,12 +398,49 @@ class RunsView(QWidget):
         self.export_csv_action.setEnabled(self.model.rowCount() > 0)
         self._update_compare(runs)
 
+    def _with_pinned(self, runs: list[RunRecord]) -> list[RunRecord]:
+        """The selection plus the pinned baseline (first), when one is pinned and not already selected.
+
+        A single run that measured its own baseline keeps that paired comparison.
+        """
+        pinned = self.pinned_run()
+        if pinned is None or not runs or pinned.id in {r.id for r in runs}:
+            return runs
+        if len(runs) == 1 and runs[0].baseline and runs[0].final:
+            return runs
+        return [pinned, *runs]
+
+    def pinned_run(self) -> RunRecord | None:
+        row = None if self.model.pinned is None else self.model.row_of(self.model.pinned)
+        return None if row is None else self.model.run_at(row)
+
+    def pinned_baseline(self) -> int | None:
+        return self.model.pinned
+
+    def set_pinned_baseline(self, run_id: int | None) -> None:
+        """Pin a run as the baseline of every comparison (None unpins); the table keeps it on top."""
+        if run_id is not None and self.model.row_of(run_id) is None:
+            run_id = None  # deleted since it was pinned
+        if run_id == self.model.pinned:
+            return
+        self.model.set_pinned(run_id)
+        if run_id is not None:
+            self._baseline_id = run_id
+        self.pinnedBaselineChanged.emit(run_id)
+        self._on_selection_changed()
+
+    def pin_selected(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 1:
+            self.set_pinned_baseline(runs[0].id)
+
     def _update_compare(self, runs: list[RunRecord]) -> None:
         entries: list[CompareEntry] = []
+        runs = self._with_pinned(runs)
         if len(runs) >= 2:
             ids = [r.id for r in runs]
             if self._baseline_id not in ids:
-                self._baseline_id = default_baseline(runs).id
+                self._baseline_id = default_baseline(runs, self.model.pinned).id
             entries = [CompareEntry(short_label(r), r.id, r.final, r.id == self._baseline_id) for r in runs]
             self._mode = "runs"
             self.compare_title.setText(f"Comparing {len(runs)} runs (final models)")
@@ -446,8 +496,8 @@ class RunsView(QWidget):
             self.set_baseline(int(run_id))
 
     def set_baseline(self, run_id: int) -> None:
-        """Measure speedups against this run; it must be one of the selected runs."""
-        if run_id not in self.selected_ids():
+        """Measure speedups against this run; it must be one of the compared runs."""
+        if run_id not in [r.id for r in self._with_pinned(self.selected_runs())]:
             raise ValueError(f"run {run_id} is not selected, so it cannot be the baseline")
         self._baseline_id = run_id
         self._update_compare(self.selected_runs())
@@ -598,8 +648,8 @@ class RunsView(QWidget):
 
     def report_run_ids(self) -> list[int]:
         """The selected runs in report order: the comparison's baseline first (the report's baseline is
-        its first run), then the others oldest first."""
-        ids = self.selected_ids()
+        its first run, the pinned one when the comparison has it), then the others oldest first."""
+        ids = [r.id for r in self._with_pinned(self.selected_runs())]
         base = self.baseline_id()
         if base in ids:
             ids.remove(base)
@@ -728,6 +778,8 @@ class RunsView(QWidget):
         for run_id in ids:
             self.store.delete_run(run_id)
         self.refresh()
+        if self.model.pinned in ids:
+            self.set_pinned_baseline(None)
         self.runsDeleted.emit(ids)
         return ids
 

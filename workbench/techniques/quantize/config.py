@@ -35,4 +35,6 @@ SECTION_MODEL = QuantizeSection
 
 def label(section: QuantizeSection) -> str:
     """What a run with this section is called in tables and charts."""
-    return f"int8-{section.method}" if section.method != "fp16" else "fp16"  # int8-auto until the run chooses
+    if section.method == "fp16":
+        return "fp16"
+    return "int8" if section.method == "auto" else f"int8-{section.method}"  # the run names the method it chose

@@ -11,7 +11,7 @@ from torch import nn
 
 from workbench.core.pipeline import Stage
 from workbench.errors import WorkbenchError
-from workbench.techniques.quantize.config import AUTO_REASONS
+from workbench.techniques.quantize.config import AUTO_REASONS, label
 from workbench.techniques.quantize.methods import (
     calibration_batches,
     cpu_has_vnni,
@@ -74,7 +74,7 @@ def run_quantize_stage(ctx: Any) -> dict[str, Any]:
         rep.log(f"quantize: {why}")
         sec = sec.model_copy(update={"method": method})  # this run's choice; the recipe keeps "auto"
     record: dict[str, Any] = {"name": "quantize", "method": method, "baseline": ctx.baseline,
-                              "cpu_vnni": cpu_has_vnni()}
+                              "cpu_vnni": cpu_has_vnni(), "technique_label": label(sec)}
     if why:
         record["method_requested"], record["method_reason"] = "auto", why
 
