@@ -249,6 +249,10 @@ def test_inference_points_are_named_by_runtime_and_batch(qtbot) -> None:
                       MetricEvent("measure:final@onnxruntime", 64, {"throughput": 900.0, "batch_size": 64.0}, 102.0)])
     dash.redraw()
     assert dash.inference_labels() == ["torch fp32 · b1", "onnxruntime · b64"]
+    # Legends sit in a row under each title, never over the data.
+    assert all(p.plot_item.legend is None for p in dash.plots.values())
+    assert dash.throughput.legend_entries() == ["training", "inference (benchmark)"]
+    assert dash.cpu.legend_entries() == ["machine CPU %", "this app's CPU % (of all cores)", "RAM used %"]
     item = dash._inference_labels[1][2]
     assert item.pos().y() == 900.0
     dash.add_metrics([MetricEvent("measure:final@onnxruntime", 256, {"throughput": 40_000.0, "batch_size": 256.0},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import html
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -97,6 +98,10 @@ def next_time_limit(t: float) -> float:
     return limit
 
 
+#: Legend marks for the marker symbols the plots use (lines show as a dash).
+LEGEND_MARKS = {"o": "●", "s": "■", "t": "▼", "d": "◆"}
+
+
 class LivePlot(QWidget):
     """A titled plot with small "PNG" / "CSV" buttons; the PlotWidget carries the objectName.
 
@@ -112,6 +117,7 @@ class LivePlot(QWidget):
         self.time_axis = time_axis
         self._x_limit = 0.0
         self.series: dict[str, Series] = {}
+        self._legend: list[tuple[str, str, str]] = []  # (name, colour, mark)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(0)
@@ -126,6 +132,14 @@ class LivePlot(QWidget):
         head.addWidget(self.png_button)
         head.addWidget(self.csv_button)
         layout.addLayout(head)
+        # The legend is a row of its own under the title, outside the data: a legend inside the plot hides
+        # the points and lines it sits on (the CPU curve near 100 %, accuracy points near the top).
+        self.legend_label = QLabel(self)
+        self.legend_label.setObjectName(f"{object_name}Legend")
+        self.legend_label.setToolTip("What each line and marker is.")
+        self.legend_label.setWordWrap(True)  # wraps between entries only (each is non-breaking)
+        self.legend_label.setContentsMargins(6, 0, 6, 2)
+        layout.addWidget(self.legend_label)
         self.plot_widget = pg.PlotWidget(background="w")
         self.plot_widget.setObjectName(object_name)
         self.plot_widget.setMinimumHeight(150)
@@ -136,7 +150,6 @@ class LivePlot(QWidget):
         self.plot_item.setLabel("bottom", "time since start (s)")
         self.plot_item.setDownsampling(auto=True, mode="peak")
         self.plot_item.setClipToView(True)
-        self.plot_item.addLegend(offset=(-6, 6), labelTextSize="8pt")
         if y_range is not None:
             self.plot_item.setYRange(*y_range, padding=0.02)
             self.plot_item.enableAutoRange(axis="y", enable=False)
@@ -173,7 +186,15 @@ class LivePlot(QWidget):
             item.setDownsampling(ds=1, auto=False)
         s = Series(key, name, RingBuffer(), item)
         self.series[key] = s
+        self._legend.append((name, color, "━" if symbol is None else LEGEND_MARKS.get(symbol, "●")))
+        self.legend_label.setText("<small>" + " &nbsp; ".join(
+            f"<span style='color:{c}'>{mark}</span>&nbsp;{html.escape(n).replace(' ', '&nbsp;')}"
+            for n, c, mark in self._legend) + "</small>")
         return s
+
+    def legend_entries(self) -> list[str]:
+        """The series names in the header legend, in order."""
+        return [name for name, _c, _m in self._legend]
 
     def append(self, key: str, x: float, y: float) -> None:
         s = self.series[key]
@@ -417,7 +438,9 @@ class Dashboard(QWidget):
 
     def _label_inference(self, x: float, y: float, text: str) -> None:
         """Name an inference point by its runtime and batch size (a few per run; the oldest go past a limit)."""
-        item = pg.TextItem(text, color=(150, 30, 30), anchor=(0, 1.1))
+        # Ends at its point (right-anchored): inference comes after training, at the right of the data, and a
+        # label running right would leave the plot.
+        item = pg.TextItem(text, color=(150, 30, 30), anchor=(1, 1.1))
         item.setFont(self.font())
         self.throughput.plot_item.addItem(item, ignoreBounds=True)
         self._inference_labels.append((x, y, item))
