@@ -119,7 +119,7 @@ def report_stored(run_ids: list[int], max_drop: float) -> int:
             settings = SearchSettings(**{**acc["settings"], "time_budget_s": 1.0})
             study = create_or_load(acc["study"], open_storage(settings.storage or default_storage_url()),
                                    lambda t: [0.0], 0)
-            _fill_results(acc, study, settings)
+            _fill_results(acc, study, settings, store)
             acc.update(run_id=rid, wall_s=acc.get("elapsed_s") or 0.0)
             ok.append(report(run.model, acc, float("nan"), max_drop))
     return 0 if all(ok) else 1

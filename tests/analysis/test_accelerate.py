@@ -172,6 +172,22 @@ def test_best_is_the_fastest_within_the_budget_and_the_front_spans_the_trade_off
     assert text == "5.5x faster (95 % CI 5.1–5.9x) at -0.4 points, 3.7x smaller: onnxruntime + static INT8"
 
 
+def test_a_trial_whose_reference_ran_differently_is_doubtful_and_proves_nothing() -> None:
+    from workbench.analysis.accelerate.search import flag_reference_drift
+
+    rows = [_row(0, 8.0, 0.0, reference_ms=3.5, reliable=True), _row(1, 7.0, 0.75, reference_ms=3.1, reliable=True),
+            _row(2, 6.0, 0.5, reference_ms=2.9, reliable=True),
+            # The reference ran twice as slow in this trial: its 10.8x is inflated.
+            _row(3, 10.8, 0.0, ci95=[10.5, 11.3], reference_ms=6.0, reliable=True)]
+    flag_reference_drift(rows)
+    assert [r["reliable"] for r in rows] == [True, True, True, False]
+    assert "6.00 ms here against 3.30 ms" in rows[3]["unreliable_reason"]
+    assert best_trial(rows, 1.0)["number"] == 0  # the doubtful one wins only when it is alone
+    assert best_trial([rows[3]], 1.0)["number"] == 3
+    # It cannot push others off the front either: trial 0 would be dominated by a certain 10.8x at 0 drop.
+    assert [r["number"] for r in pareto_rows(rows)] == [3, 0]
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask/tell here, optimize in the app
 def test_the_same_settings_never_run_twice(tmp_path: Path) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"],

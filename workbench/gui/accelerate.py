@@ -130,7 +130,12 @@ class AccelerateView(QWidget):
         split.addWidget(self.table)
         self.chart = pg.PlotWidget(background="w")
         self.chart.setObjectName("acceleratePareto")
-        self.chart.setTitle("Every finished trial: speed-up against accuracy change (validation)")
+        # The legend is part of the title, above the data: inside the plot it would hide trials.
+        self.chart.setTitle("Every finished trial: speed-up against accuracy change (validation)<br>"
+                            f"<span style='font-size:8pt'><span style='color:{OTHER_COLOUR}'>●</span> trial &nbsp; "
+                            f"<span style='color:{FRONT_COLOUR}'>●━</span> Pareto front &nbsp; "
+                            f"<span style='color:{BEST_COLOUR}'>★</span> chosen &nbsp; "
+                            f"<span style='color:{BEST_COLOUR}'>┆</span> accuracy budget</span>")
         self.chart.setLabel("bottom", "accuracy change (points, validation)")
         self.chart.setLabel("left", "speed-up vs torch eager fp32 (x)")
         self.chart.showGrid(x=True, y=True, alpha=0.2)
@@ -144,8 +149,6 @@ class AccelerateView(QWidget):
         self._budget_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(BEST_COLOUR, style=Qt.PenStyle.DashLine),
                                             label="accuracy budget", labelOpts={"position": 0.06,
                                                                                 "color": BEST_COLOUR})
-        # Top left, beside the budget line: the winner (top right, fastest and most accurate) stays visible.
-        self.chart.addLegend(offset=(70, 5))
         for item in (self._others, self._front, self._best):
             self.chart.addItem(item)
         self.chart.addItem(self._budget_line)

@@ -241,6 +241,7 @@ def trial_figures(summary: Mapping[str, Any], params: Mapping[str, Any], ref: Re
         entry = speedup["latency"]["1"]
         speed, ci = float(entry["ratio"]), [float(v) for v in entry["ci95"]]
         basis = "latency at batch 1, paired against the reference"
+        judged = 1
     else:
         b = int(params.get("batch", reference_batch))
         entry = speedup["latency"][str(b)]
@@ -251,6 +252,7 @@ def trial_figures(summary: Mapping[str, Any], params: Mapping[str, Any], ref: Re
         speed = float(entry["ratio"]) * scale
         ci = [float(v) * scale for v in entry["ci95"]]
         basis = f"samples/s at batch {b} against the reference's at batch {reference_batch}"
+        judged = b
     val = final.get("val_accuracy")
     if val is None:
         raise WorkbenchError("the trial's run measured no validation accuracy")
@@ -267,7 +269,37 @@ def trial_figures(summary: Mapping[str, Any], params: Mapping[str, Any], ref: Re
         "size_ratio": (ref.size_bytes / int(size)) if size else None,
         "steps": [{"name": s.get("name"), "detail": s.get("detail"), "ratio": s.get("ratio")}
                   for s in speedup.get("steps") or []],
+        "reference_ms": reference_ms(speedup, judged),
     }
+
+
+def reference_ms(speedup: Mapping[str, Any], batch: int) -> float | None:
+    """The reference's median time per batch in a trial's paired timing (the first model timed)."""
+    models = speedup.get("models") or []
+    value = (models[0].get("p50_ms") or {}).get(str(batch)) if models else None
+    return float(value) if value is not None else None
+
+
+#: A trial whose reference ran this many times slower or faster than its median over the search has
+#: its speed-up marked doubtful: something in the process changed how the reference runs (measured: the
+#: same fp32 ResNet took 2.4 ms in most trials of a search and 6 ms in a few), and a paired ratio holds
+#: only when both sides are slowed alike.
+REFERENCE_DRIFT = 1.5
+
+
+def flag_reference_drift(rows: list[dict[str, Any]]) -> None:
+    """Mark finished trials whose reference timing is far from the search's usual one as unreliable."""
+    times = [r["reference_ms"] for r in completed(rows) if r.get("reference_ms")]
+    if len(times) < 3:
+        return
+    usual = statistics.median(times)
+    for r in completed(rows):
+        ms = r.get("reference_ms")
+        if ms and not 1 / REFERENCE_DRIFT <= ms / usual <= REFERENCE_DRIFT:
+            r["reliable"] = False
+            why = (f"the reference took {ms:.2f} ms here against {usual:.2f} ms in most trials of this search, so "
+                   "this speed-up is doubtful")
+            r["unreliable_reason"] = "; ".join(x for x in (r.get("unreliable_reason"), why) if x)
 
 
 def _constraints(max_drop: float) -> Callable[[Any], list[float]]:
@@ -457,8 +489,11 @@ def duplicate_of(study: Any, number: int, params: Mapping[str, Any]) -> int | No
 # ------------------------------------------------------------------------------------------------ results
 
 
-def trial_rows(study: Any) -> list[dict[str, Any]]:
-    """Every trial of the study as a plain row (the trials table, the Pareto chart, the report)."""
+def trial_rows(study: Any, store: Any = None) -> list[dict[str, Any]]:
+    """Every trial of the study as a plain row (the trials table, the Pareto chart, the report).
+
+    With ``store``, a finished trial recorded before trials kept their reference time reads it from its run.
+    """
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = dict(t.user_attrs)
@@ -474,10 +509,18 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
             "size_ratio": attrs.get("size_ratio"), "size_bytes": attrs.get("size_bytes"),
             "reliable": attrs.get("reliable"), "unreliable_reason": attrs.get("unreliable_reason", ""),
             "steps": attrs.get("steps") or [], "basis": attrs.get("basis", ""),
+            "reference_ms": attrs.get("reference_ms"),
             "reason": attrs.get("reason", ""), "duration_s": duration,
             "worker": (attrs.get("worker") or {}).get("host", ""),
             "worker_pid": (attrs.get("worker") or {}).get("pid"),
         })
+    if store is not None:
+        for r in completed(rows):
+            run = store.get_run(r["run_id"]) if r.get("reference_ms") is None and r.get("run_id") else None
+            if run is not None:
+                batch = int(r["params"].get("batch", 1)) if "throughput" in r.get("basis", "") else 1
+                r["reference_ms"] = reference_ms(run.summary.get("speedup") or {}, batch)
+    flag_reference_drift(rows)
     return rows
 
 
@@ -490,9 +533,11 @@ def best_trial(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | 
 
     "Fastest" is ranked by the lower end of the speed-up's 95 % CI (then the median, then the smaller
     drop): a trial timed while the machine was busy has a wide interval, and a lucky median must not
-    beat a speed-up that is certain.
+    beat a speed-up that is certain. Trials whose timing is marked unreliable compete only when no
+    reliable one is within the budget.
     """
     ok = [r for r in completed(rows) if within_budget(r["drop_points"], max_drop)]
+    ok = [r for r in ok if r.get("reliable") is not False] or ok  # a doubtful timing wins only when alone
 
     def rank(r: dict[str, Any]) -> tuple[float, float, float]:
         ci = r.get("ci95") or [r["speedup"], r["speedup"]]
@@ -502,7 +547,12 @@ def best_trial(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | 
 
 
 def _dominates(b: Mapping[str, Any], a: Mapping[str, Any]) -> bool:
-    """``b`` beats ``a`` for sure: as accurate and faster beyond both CIs, or more accurate and not slower."""
+    """``b`` beats ``a`` for sure: as accurate and faster beyond both CIs, or more accurate and not slower.
+
+    A trial whose timing is unreliable beats nothing (it may still be on the front itself).
+    """
+    if b.get("reliable") is False:
+        return False
     a_hi = (a.get("ci95") or [a["speedup"]] * 2)[1]
     b_lo = (b.get("ci95") or [b["speedup"]] * 2)[0]
     if b["drop_points"] <= a["drop_points"] and b_lo > a_hi:
@@ -694,8 +744,8 @@ def run_search(
         return AccelerateOutcome(run_id, out.status, summary, out.error)
 
 
-def _fill_results(acc: dict[str, Any], study: Any, settings: SearchSettings) -> None:
-    rows = trial_rows(study)
+def _fill_results(acc: dict[str, Any], study: Any, settings: SearchSettings, store: Any = None) -> None:
+    rows = trial_rows(study, store)
     acc["trials"] = rows
     front = pareto_rows(rows)
     acc["pareto"] = [r["number"] for r in front]
