@@ -125,7 +125,8 @@ def _ee_recipe(**section: object) -> object:
     from tests.helpers import tiny_recipe
     from workbench.recipe import EarlyExitSection
 
-    r = tiny_recipe("early-exit", epochs=1, samples_per_class=30, threads=1, rounds=5)
+    r = tiny_recipe("early-exit", epochs=1, samples_per_class=30, threads=1, rounds=5, max_time_s=1.0)
+    r.bench.batch_sizes = [1]  # early exits are a batch-1 technique; the timings stream real samples
     r.model.zoo = "resnet"
     r.early_exit = EarlyExitSection(epochs=1, max_drop=5.0, **section)
     return r

@@ -116,7 +116,8 @@ def _latency(ctx: RunContext, full: torch.nn.Module, early: torch.nn.Module) -> 
                    Contestant("early_exit", "early exits", TorchRuntime(early, device=device))]
     with fixed_threads(threads.threads), paused_for_timing():
         timing = time_paired(contestants, ctx.input_shape, [1], threads=threads, rounds=bench.rounds,
-                             iters=bench.rounds, warmup=1, max_time_s=max(bench.max_time_s, 20.0),
+                             # Twice the usual cap: exits vary per sample, so rounds need more calls to settle.
+                             iters=bench.rounds, warmup=1, max_time_s=2 * bench.max_time_s,
                              cancel=ctx.cancel, stream=lambda _b: samples)
         full_ms = latency_stats(_per_sample_ms(contestants[0].runtime, samples), 1)
         early_ms = latency_stats(_per_sample_ms(contestants[1].runtime, samples), 1)
