@@ -22,9 +22,9 @@ Objective = Literal["latency", "throughput"]
 #: Structured pruning ratios tried (0 = not pruned). The zoo CNNs start to lose points at 50 %; 60 and 70 %
 #: are past most accuracy budgets but draw the fast end of the Pareto front (what more speed would cost).
 PRUNE_RATIOS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-#: Pruned layers keep a multiple of this many channels. INT8 and vector kernels run odd channel counts on
-#: slow paths: a 30 % pruned zoo ResNet in static INT8 took 1.87 ms at batch 1 unrounded (slower than the
-#: unpruned 1.61 ms) and 1.20 ms rounded to 8 (onnxruntime, 2 threads, AMD EPYC).
+#: Pruned layers keep a multiple of this many channels. INT8 kernels run odd channel counts on slow paths:
+#: a 30 % pruned zoo ResNet in static INT8 ran 0.80x the unpruned INT8 model at batch 1 with exact counts
+#: and 1.07x rounded to 8 (benchmarks/bench_prune_rounding.py, onnxruntime, 2 threads, AMD EPYC).
 PRUNE_ROUND_TO = 8
 #: Batch sizes the throughput objective may pick.
 THROUGHPUT_BATCHES = (16, 32, 64, 128, 256)
