@@ -135,7 +135,7 @@ def _headline_for(runs: Sequence[Any]) -> dict[str, Any] | None:
     if len(results) >= 2:
         a, b = results[0], results[-1]
         h = headline(a.final, b.final)
-        h["caveat"] = f"Unpaired: {UNPAIRED_CAVEAT}."
+        h["caveat"] = f"{UNPAIRED_CAVEAT.capitalize()}."
         h.update(mode="runs", baseline_run=a.id, final_run=b.id,
                  baseline_label=f"run {a.id} ({a.name})", final_label=f"run {b.id} ({b.name})",
                  baseline=_metrics_of(a.final), final=_metrics_of(b.final))

@@ -79,7 +79,7 @@ def proof_banner(mode: str, runs: Sequence[RunRecord]) -> dict[str, Any]:
     if mode == "runs":
         contended = [r.id for r in runs if any(((m or {}).get("contention") or {}).get("contended")
                                                for m in (r.final, r.baseline))]
-        text = f"Unpaired: {UNPAIRED_CAVEAT}."
+        text = f"{UNPAIRED_CAVEAT.capitalize()}."
         if contended:
             text += f" Other processes competed for the CPU while run(s) {', '.join(f'#{i}' for i in contended)} " \
                     "were timed."

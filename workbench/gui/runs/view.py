@@ -426,6 +426,7 @@ class RunsView(QWidget):
         self.model.set_pinned(run_id)
         if run_id is not None:
             self._baseline_id = run_id
+            self.table.resizeColumnsToContents()  # the pinned row is bold: wider than the widths set before
         self.pinnedBaselineChanged.emit(run_id)
         self._on_selection_changed()
 
