@@ -79,6 +79,7 @@ num_workers = 0
 [bench]
 batch_sizes = [1, 8]
 iters = 5
+max_time_s = 1.0
 {extra}''')
     return r
 
@@ -269,7 +270,8 @@ def test_multi_input_onnx_in_a_recipe_points_to_bench_and_quantize(tmp_path: Pat
 
 def test_a_run_says_when_max_time_cut_its_iterations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     r = _recipe(tmp_path)
-    r.write_text(r.read_text().replace("epochs = 6", "epochs = 0").replace("iters = 5", "iters = 100000\nmax_time_s = 0.05"))
+    r.write_text(r.read_text().replace("epochs = 6", "epochs = 0").replace("iters = 5", "iters = 100000")
+                 .replace("max_time_s = 1.0", "max_time_s = 0.05"))
     assert main(["run", str(r), "--json"]) == 0
     out = capsys.readouterr()
     cut = json.loads(out.out.strip().splitlines()[-1])["final"]["iters_cut"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +11,22 @@ import pytest
 from PySide6.QtCore import Qt
 
 from tests.helpers import ACCELERATE_MINI
+from workbench.analysis import accelerate as accelerate_engine
 from workbench.gui import accelerate as accelerate_gui
 from workbench.gui.main_window import MainWindow
 
 MINI = ACCELERATE_MINI
 
 
+@dataclass
+class _ThreeTrials(accelerate_engine.SearchSettings):
+    trials: int = 3
+
+
 def test_accelerate_button_to_before_after_card(qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The Quick budget is two minutes on the built-in model; on this tiny model 30 s finds several trials.
-    monkeypatch.setattr(accelerate_gui, "BUDGETS", (("Quick (2 min)", 30.0), *accelerate_gui.BUDGETS[1:]))
+    # The Quick budget (two minutes) stays the ceiling; on this tiny model the search ends after three
+    # finished trials, so the test does not wait out a time budget.
+    monkeypatch.setattr(accelerate_engine, "SearchSettings", _ThreeTrials)
     recipe = tmp_path / "mini.toml"
     recipe.write_text(MINI, encoding="utf-8")
     w = MainWindow(recipe=recipe)
@@ -43,7 +51,8 @@ def test_accelerate_button_to_before_after_card(qtbot: Any, tmp_path: Path, monk
     assert acc["card"] in view.card_title.text().replace("&gt;", ">")
     assert f"trial {best['number']}" in view.card_body.text() and "Split by cause" in view.card_body.text()
     done = [t for t in acc["trials"] if t["state"] == "complete"]
-    assert len(done) >= 2 and view.table.rowCount() == len(acc["trials"])
+    assert acc["stopped"] == "3 trials finished" and acc["settings"]["time_budget_s"] == 120.0
+    assert len(done) == 3 and view.table.rowCount() == len(acc["trials"])
     # The chart holds exactly the finished trials, the chosen one starred.
     assert w.findChild(pg.PlotWidget, "acceleratePareto") is view.chart
     xs, ys = view._others.getData()

@@ -196,6 +196,11 @@ def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, v) for k, v in params.items()))
 
 
+#: Seconds of paired timing a trial gets per batch size at most (the rounds stop earlier once the
+#: speed-up's interval is tight): enough for a tight interval on the zoo models on 2 cores.
+TRIAL_TIMING_S = 6.0
+
+
 @dataclass(frozen=True)
 class TrialPlan:
     """The settings every trial shares: the base model, the objective and how carefully to time."""
@@ -211,7 +216,8 @@ def trial_recipe(base: Recipe, params: Mapping[str, Any], plan: TrialPlan) -> Re
 
     Training is off (the base model is trained once); pruning fine-tunes ``plan.finetune_epochs``.
     Timings use few calls per unpaired measurement: the paired timing against the reference is what
-    a trial is judged on.
+    a trial is judged on, for at most ``TRIAL_TIMING_S`` per batch size (less when the recipe's own
+    ``[bench] max_time_s`` is lower) so that a search gets through many trials.
     """
     from workbench.techniques.export.config import ExportSection
     from workbench.techniques.prune.config import PruneSection
@@ -253,7 +259,7 @@ def trial_recipe(base: Recipe, params: Mapping[str, Any], plan: TrialPlan) -> Re
     recipe.bench.iters = 20
     recipe.bench.warmup = 3
     recipe.bench.min_time_s = 0.0
-    recipe.bench.max_time_s = 6.0
+    recipe.bench.max_time_s = min(TRIAL_TIMING_S, base.bench.max_time_s)
     recipe.bench.rounds = 10
     return recipe
 
