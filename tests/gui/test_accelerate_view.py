@@ -12,7 +12,6 @@ from PySide6.QtCore import Qt
 
 from tests.helpers import ACCELERATE_MINI
 from workbench.analysis import accelerate as accelerate_engine
-from workbench.gui import accelerate as accelerate_gui
 from workbench.gui.main_window import MainWindow
 
 MINI = ACCELERATE_MINI

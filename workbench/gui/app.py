@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import sys
 import threading
@@ -265,6 +266,18 @@ def accelerate_screenshots(window: Any, folder: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------- main
+def freeze_startup_heap() -> None:
+    """Leave the startup heap out of every later garbage collection.
+
+    The window runs a full collection on the GUI thread after each job (so no job thread ever frees a
+    Qt object); its cost grows with every object alive, and the ~250k objects of Qt, torch and the
+    window itself live as long as the app. Frozen (``gc.freeze``), they are no longer scanned: the
+    pause after a job drops from ~0.1 s to what the job itself left behind.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def main(recipe: str | None = None, screenshot_dir: str | None = None) -> int:
     """Start the app. With ``screenshot_dir``, render the key states to PNG and exit."""
     missing = missing_xcb_packages() if QApplication.instance() is None else []
@@ -293,6 +306,7 @@ def main(recipe: str | None = None, screenshot_dir: str | None = None) -> int:
         return 0
     window.show()
     QTimer.singleShot(0, window.raise_)
+    freeze_startup_heap()
     code = int(app.exec())
     finish_jobs_before_exit(app, window)
     return code

@@ -6,6 +6,7 @@ Used by tests/gui/test_shutdown.py in a subprocess: the point is how the *proces
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -39,6 +40,7 @@ def main(recipe: str, marker: str) -> int:
             QTimer.singleShot(50, close_when_stuck)
             return
         w = window()
+        seen["frozen_objects"] = gc.get_freeze_count()  # the startup heap, left out of later collections
         t0 = time.monotonic()
         seen["close_accepted"] = w.close()
         seen["close_blocked_s"] = round(time.monotonic() - t0, 2)

@@ -189,7 +189,7 @@ def collect_verdicts(profile: Profile, *, caps: CpuCapabilities | None = None, c
     if cores is None:
         cores = usable_cores()
     if others_cores is None:
-        others_cores = measure_others_load(0.2).others_cores
+        others_cores = measure_others_load().others_cores
     found = [
         float_layers_verdict(profile),
         qdq_verdict(profile),

@@ -195,7 +195,12 @@ class ContentionMonitor:
         self.load = self.snapshot()
 
 
-def measure_others_load(seconds: float = 0.3) -> CpuLoad:
+#: The idle window that measures other processes' load before a run chooses its threads: the CPU counters
+#: tick every 10 ms, so 0.2 s on 2 cores is 40 ticks, fine enough to tell a quarter of a core apart.
+PROBE_S = 0.2
+
+
+def measure_others_load(seconds: float = PROBE_S) -> CpuLoad:
     """Other processes' CPU use over a short idle window of ours (used before choosing threads)."""
     with ContentionMonitor() as mon:
         time.sleep(seconds)
@@ -228,7 +233,7 @@ class ThreadChoice:
                 "auto": self.auto, "reason": self.reason}
 
 
-def choose_threads(requested: int = 0, probe_s: float = 0.3,
+def choose_threads(requested: int = 0, probe_s: float = PROBE_S,
                    probe: Callable[[float], CpuLoad] = measure_others_load) -> ThreadChoice:
     """``requested`` threads, or (0 = auto) one per core that other processes leave free.
 
