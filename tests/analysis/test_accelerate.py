@@ -172,6 +172,10 @@ def test_best_is_the_fastest_within_the_budget_and_the_front_spans_the_trade_off
     # A lucky median from a noisy timing does not beat a certain speed-up: ranked by the CI's lower end.
     assert best_trial([_row(8, 9.0, 0.0, ci95=[2.0, 40.0]), _row(9, 6.0, 0.0, ci95=[5.8, 6.2])], 1.0)["number"] == 9
     assert 6 not in [r["number"] for r in pareto_rows(rows)]
+    # The winner is on the front: a surer speed-up loses to a trial more accurate and faster at the median.
+    surer, beats_it = _row(20, 5.5, 0.5, ci95=[5.0, 6.0]), _row(21, 6.0, 0.2, ci95=[4.0, 8.0])
+    assert [r["number"] for r in pareto_rows([surer, beats_it])] == [21]
+    assert best_trial([surer, beats_it], 1.0)["number"] == 21
     text = card_text(_row(7, 5.5, 0.4, ci95=[5.1, 5.9], size_ratio=3.7, label="onnxruntime + static INT8"),
                      "latency")
     assert text == "5.5x faster (95 % CI 5.1–5.9x) at -0.4 points, 3.7x smaller: onnxruntime + static INT8"
@@ -263,9 +267,9 @@ def test_a_search_records_every_trial_as_a_run_and_bundles_the_winner(tmp_path: 
                 (acc["reference"]["val_accuracy"] - run.summary["final"]["val_accuracy"]) * 100)
         best = acc["best"]
         assert best["number"] in acc["pareto"] and best["drop_points"] <= 1.0 + 1e-9
-        # the winner has the surest speed-up (CI's lower end) among trials within budget, trusting a
-        # trial timed while the CPU was contended only when no other is within budget
-        within = [t for t in done if t["drop_points"] <= 1.0 + 1e-9]
+        # the winner has the surest speed-up (CI's lower end) among trials on the front within budget,
+        # trusting a trial timed while the CPU was contended only when no other is within budget
+        within = [t for t in done if t["drop_points"] <= 1.0 + 1e-9 and t["number"] in acc["pareto"]]
         trusted = [t for t in within if t["reliable"] is not False] or within
         assert best["ci95"][0] == max(t["ci95"][0] for t in trusted)
         assert acc["card"].startswith(f"{best['speedup']:.1f}x faster")

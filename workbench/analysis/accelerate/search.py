@@ -530,14 +530,16 @@ def completed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def best_trial(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
-    """The fastest finished trial within the budget, else None.
+    """The fastest finished trial on the Pareto front within the budget, else None.
 
     "Fastest" is ranked by the lower end of the speed-up's 95 % CI (then the median, then the smaller
     drop): a trial timed while the machine was busy has a wide interval, and a lucky median must not
-    beat a speed-up that is certain. Trials whose timing is marked unreliable compete only when no
-    reliable one is within the budget.
+    beat a speed-up that is certain. Only trials on the front compete, so the winner is never one that
+    another trial beats (more accurate and at least as fast). Trials whose timing is marked unreliable
+    compete only when no reliable one is within the budget.
     """
-    ok = [r for r in completed(rows) if within_budget(r["drop_points"], max_drop)]
+    front = {r["number"] for r in pareto_rows(rows)}
+    ok = [r for r in completed(rows) if r["number"] in front and within_budget(r["drop_points"], max_drop)]
     ok = [r for r in ok if r.get("reliable") is not False] or ok  # a doubtful timing wins only when alone
 
     def rank(r: dict[str, Any]) -> tuple[float, float, float]:
