@@ -270,7 +270,7 @@ def freeze_startup_heap() -> None:
     """Leave the startup heap out of every later garbage collection.
 
     The window runs a full collection on the GUI thread after each job (so no job thread ever frees a
-    Qt object); its cost grows with every object alive, and the ~270k objects of Qt, torch and the
+    Qt object); its cost grows with every object alive, and the ~240k objects of Qt, torch and the
     window itself live as long as the app. Frozen (``gc.freeze``), they are no longer scanned: the
     pause falls by about 0.12 s per job (``benchmarks/bench_gc_pause.py``; what remains after the
     first quantizing run is what that run imported).
