@@ -529,17 +529,19 @@ def completed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["state"] == "complete" and r["speedup"] is not None and r["drop_points"] is not None]
 
 
-def best_trial(rows: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
+def best_trial(rows: list[dict[str, Any]], max_drop: float,
+               front: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The fastest finished trial on the Pareto front within the budget, else None.
 
     "Fastest" is ranked by the lower end of the speed-up's 95 % CI (then the median, then the smaller
     drop): a trial timed while the machine was busy has a wide interval, and a lucky median must not
     beat a speed-up that is certain. Only trials on the front compete, so the winner is never one that
     another trial beats (more accurate and at least as fast). Trials whose timing is marked unreliable
-    compete only when no reliable one is within the budget.
+    compete only when no reliable one is within the budget. ``front``: ``pareto_rows(rows)`` when the
+    caller has it already.
     """
-    front = {r["number"] for r in pareto_rows(rows)}
-    ok = [r for r in completed(rows) if r["number"] in front and within_budget(r["drop_points"], max_drop)]
+    on_front = {r["number"] for r in (pareto_rows(rows) if front is None else front)}
+    ok = [r for r in completed(rows) if r["number"] in on_front and within_budget(r["drop_points"], max_drop)]
     ok = [r for r in ok if r.get("reliable") is not False] or ok  # a doubtful timing wins only when alone
 
     def rank(r: dict[str, Any]) -> tuple[float, float, float]:
@@ -752,7 +754,7 @@ def _fill_results(acc: dict[str, Any], study: Any, settings: SearchSettings, sto
     acc["trials"] = rows
     front = pareto_rows(rows)
     acc["pareto"] = [r["number"] for r in front]
-    best = best_trial(rows, settings.max_drop)
+    best = best_trial(rows, settings.max_drop, front)
     acc["best"] = best
     acc["card"] = card_text(best, settings.objective) if best else ""
     acc["counts"] = {s: sum(1 for r in rows if r["state"] == s) for s in ("complete", "pruned", "fail", "running")}
